@@ -1,0 +1,41 @@
+// swift-tools-version:5.9
+import PackageDescription
+
+let package = Package(
+    name: "sam2",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "sam2", targets: ["sam2"]),
+        .library(name: "SAM2", targets: ["SAM2", "SAM2Video", "SAM2Checkpoint", "SAM2Tensor"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+    ],
+    targets: [
+        // System libraries, found through pkg-config.
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CFFmpeg", pkgConfig: "libavformat",
+                       providers: [.apt(["libavformat-dev", "libavcodec-dev", "libswscale-dev", "libavutil-dev"])]),
+
+        // Float32 tensors and the few fast kernels everything else leans on.
+        .target(name: "SAM2Tensor", dependencies: ["CBLAS"],
+                swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
+        // Official checkpoints (.pt, .safetensors) and model configs (YAML).
+        .target(name: "SAM2Checkpoint", dependencies: ["SAM2Tensor", "Yams"]),
+        // The SAM 2 model, one file per part, and the video predictor.
+        .target(name: "SAM2", dependencies: ["SAM2Tensor", "SAM2Checkpoint",
+                                            .product(name: "OrderedCollections", package: "swift-collections")]),
+        // Video in (FFmpeg) and masks out (PNG, palette PNG, COCO RLE, overlay video).
+        .target(name: "SAM2Video", dependencies: ["CFFmpeg", "SAM2Tensor"]),
+        // The command-line tool: a thin layer over the library.
+        .executableTarget(name: "sam2", dependencies: [
+            "SAM2", "SAM2Video", "SAM2Checkpoint",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "SAM2Tests", dependencies: ["SAM2", "SAM2Video", "SAM2Checkpoint", "SAM2Tensor"],
+                    resources: [.copy("Fixtures")]),
+    ]
+)

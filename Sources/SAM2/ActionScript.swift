@@ -1,0 +1,167 @@
+import Foundation
+
+/// One step of a prompt session, as in the fixtures' `session.json` and `--prompts` files.
+/// Coordinates are pixels of the original video.
+public enum PromptAction: Equatable {
+    case points(frame: Int, obj: Int, points: [[Double]], labels: [Int], clearOld: Bool)
+    case box(frame: Int, obj: Int, box: [Double], points: [[Double]], labels: [Int])
+    case mask(frame: Int, obj: Int, maskPNG: String)
+    case propagate(start: Int?, reverse: Bool, max: Int?)
+    case remove(obj: Int)
+    case reset
+
+    /// The record tag the official fixtures use for this action.
+    public var tag: String {
+        switch self {
+        case .points: return "points"
+        case .box: return "box"
+        case .mask: return "mask"
+        case .propagate: return "propagate"
+        case .remove: return "remove"
+        case .reset: return "reset"
+        }
+    }
+}
+
+/// Parsing of action scripts: a JSON list of actions, or an object with an `actions` list.
+/// Every error names the offending field, e.g. `actions[2].points[0]: expected [x, y]`.
+public enum ActionScript {
+    public static func parse(path: String) throws -> [PromptAction] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw PredictorError("cannot read prompts file \(path)")
+        }
+        do { return try parse(data: data) } catch let e as PredictorError {
+            throw PredictorError("\(path): \(e.description)")
+        }
+    }
+
+    public static func parse(data: Data) throws -> [PromptAction] {
+        let json: Any
+        do { json = try JSONSerialization.jsonObject(with: data) } catch {
+            throw PredictorError("not valid JSON (\(error.localizedDescription))")
+        }
+        let list: [Any]
+        if let l = json as? [Any] {
+            list = l
+        } else if let o = json as? [String: Any], let l = o["actions"] as? [Any] {
+            list = l
+        } else {
+            throw PredictorError("expected a list of actions or an object with an \"actions\" list")
+        }
+        return try list.enumerated().map { try action($1, at: "actions[\($0)]") }
+    }
+
+    private static func action(_ any: Any, at path: String) throws -> PromptAction {
+        guard let o = any as? [String: Any] else { throw PredictorError("\(path): expected an object") }
+        guard let op = o["op"] as? String else { throw PredictorError("\(path).op: missing or not a string") }
+        func int(_ key: String) throws -> Int {
+            guard let v = o[key] else { throw PredictorError("\(path).\(key): missing") }
+            guard let n = v as? NSNumber, !isJSONBool(v), Double(n.intValue) == n.doubleValue else {
+                throw PredictorError("\(path).\(key): expected an integer")
+            }
+            return n.intValue
+        }
+        func optionalInt(_ key: String) throws -> Int? {
+            if o[key] == nil || o[key] is NSNull { return nil }
+            return try int(key)
+        }
+        func numbers(_ v: Any, _ p: String, count: Int? = nil) throws -> [Double] {
+            guard let a = v as? [Any], let d = a.map({ ($0 as? NSNumber).flatMap { isJSONBool($0) ? nil : $0.doubleValue } }) as? [Double],
+                  d.allSatisfy({ $0.isFinite }) else {
+                throw PredictorError("\(p): expected a list of numbers")
+            }
+            if let count, d.count != count { throw PredictorError("\(p): expected \(count) numbers, got \(d.count)") }
+            return d
+        }
+        func points() throws -> (points: [[Double]], labels: [Int])? {
+            guard let p = o["points"] else {
+                if o["labels"] != nil { throw PredictorError("\(path).points: missing (labels were given)") }
+                return nil
+            }
+            guard let list = p as? [Any] else { throw PredictorError("\(path).points: expected a list of [x, y]") }
+            let pts = try list.enumerated().map { try numbers($1, "\(path).points[\($0)]", count: 2) }
+            guard let l = o["labels"] else { throw PredictorError("\(path).labels: missing (points were given)") }
+            guard let ls = l as? [Any] else { throw PredictorError("\(path).labels: expected a list of 0/1") }
+            let labels = try ls.enumerated().map { i, v -> Int in
+                guard let n = v as? NSNumber, !isJSONBool(v), n.intValue == 0 || n.intValue == 1, n.doubleValue == Double(n.intValue) else {
+                    throw PredictorError("\(path).labels[\(i)]: expected 1 (positive) or 0 (negative)")
+                }
+                return n.intValue
+            }
+            guard labels.count == pts.count else {
+                throw PredictorError("\(path).labels: \(labels.count) labels for \(pts.count) points")
+            }
+            return (pts, labels)
+        }
+        switch op {
+        case "points":
+            guard let p = try points() else { throw PredictorError("\(path).points: missing") }
+            var clearOld = true
+            if let c = o["clear_old"] {
+                guard let b = c as? Bool else { throw PredictorError("\(path).clear_old: expected true or false") }
+                clearOld = b
+            }
+            return .points(frame: try int("frame"), obj: try int("obj"), points: p.points, labels: p.labels, clearOld: clearOld)
+        case "box":
+            guard let b = o["box"] else { throw PredictorError("\(path).box: missing") }
+            let p = try points()
+            return .box(frame: try int("frame"), obj: try int("obj"), box: try numbers(b, "\(path).box", count: 4),
+                        points: p?.points ?? [], labels: p?.labels ?? [])
+        case "mask":
+            guard let m = o["mask_png"] as? String, !m.isEmpty else { throw PredictorError("\(path).mask_png: missing or not a string") }
+            return .mask(frame: try int("frame"), obj: try int("obj"), maskPNG: m)
+        case "propagate":
+            var reverse = false
+            if let r = o["reverse"], !(r is NSNull) {
+                guard let b = r as? Bool else { throw PredictorError("\(path).reverse: expected true or false") }
+                reverse = b
+            }
+            let max = try optionalInt("max")
+            if let max, max < 0 { throw PredictorError("\(path).max: must not be negative") }
+            return .propagate(start: try optionalInt("start"), reverse: reverse, max: max)
+        case "remove":
+            return .remove(obj: try int("obj"))
+        case "reset":
+            return .reset
+        default:
+            throw PredictorError("\(path).op: unknown operation '\(op)' (expected points, box, mask, propagate, remove or reset)")
+        }
+    }
+}
+
+/// JSON `true`/`false` arrive as NSNumbers of objC type "c"; numbers must not accept them.
+private func isJSONBool(_ v: Any) -> Bool {
+    if let n = v as? NSNumber { return String(cString: n.objCType) == "c" }
+    return v is Bool
+}
+
+extension VideoPredictor {
+    /// Run an action script in order. `loadMask` reads a mask prompt (binary, row-major) by its
+    /// file name; `record` sees the outputs each action produces (prompted frame, or every
+    /// propagated frame), with the action's step number and tag.
+    public func run(_ actions: [PromptAction],
+                    loadMask: (String) throws -> (mask: [UInt8], width: Int, height: Int),
+                    record: (_ step: Int, _ tag: String, _ result: FrameResult) throws -> Void) throws {
+        for (step, action) in actions.enumerated() {
+            switch action {
+            case let .points(frame, obj, points, labels, clearOld):
+                let r = try addPoints(frame: frame, objectId: obj, points: points.map { ($0[0], $0[1]) }, labels: labels,
+                                      clearOldPoints: clearOld)
+                try record(step, action.tag, r)
+            case let .box(frame, obj, box, points, labels):
+                let r = try addPoints(frame: frame, objectId: obj, points: points.map { ($0[0], $0[1]) }, labels: labels,
+                                      box: (box[0], box[1], box[2], box[3]))
+                try record(step, action.tag, r)
+            case let .mask(frame, obj, file):
+                let m = try loadMask(file)
+                try record(step, action.tag, try addMask(frame: frame, objectId: obj, mask: m.mask, width: m.width, height: m.height))
+            case let .propagate(start, reverse, max):
+                try propagate(from: start, maxFrames: max, reverse: reverse) { try record(step, action.tag, $0) }
+            case let .remove(obj):
+                try removeObject(obj)
+            case .reset:
+                reset()
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+import SAM2Checkpoint
+import SAM2Tensor
+
+/// One `MemoryAttentionLayer`: RoPE self-attention over the frame, RoPE cross-attention to the
+/// memory bank (object-pointer tokens excluded from RoPE), feed-forward; all pre-norm.
+struct MemoryAttentionLayer {
+    let selfAttn: RoPEAttention
+    let crossAttn: RoPEAttention
+    let linear1: Linear, linear2: Linear
+    let norm1: LayerNorm, norm2: LayerNorm, norm3: LayerNorm
+    let activation: Activation
+    let posAtAttn: Bool, posAtCrossKeys: Bool, posAtCrossQueries: Bool
+
+    init(_ w: WeightStore, _ prefix: String, _ cfg: MemoryAttentionLayerConfig) throws {
+        let sa = cfg.selfAttention, ca = cfg.crossAttention
+        selfAttn = try RoPEAttention(w, "\(prefix).self_attn", dim: sa.embeddingDim, heads: sa.numHeads,
+                                     downsampleRate: sa.downsampleRate, kvInDim: sa.kvInDim, theta: Float(sa.ropeTheta))
+        crossAttn = try RoPEAttention(w, "\(prefix).cross_attn_image", dim: ca.embeddingDim, heads: ca.numHeads,
+                                      downsampleRate: ca.downsampleRate, kvInDim: ca.kvInDim, theta: Float(ca.ropeTheta))
+        linear1 = try Linear(w, "\(prefix).linear1", cfg.dModel, cfg.dimFeedforward)
+        linear2 = try Linear(w, "\(prefix).linear2", cfg.dimFeedforward, cfg.dModel)
+        norm1 = try LayerNorm(w, "\(prefix).norm1", cfg.dModel)
+        norm2 = try LayerNorm(w, "\(prefix).norm2", cfg.dModel)
+        norm3 = try LayerNorm(w, "\(prefix).norm3", cfg.dModel)
+        activation = cfg.activation == "gelu" ? .gelu : .relu
+        posAtAttn = cfg.posEncAtAttn
+        posAtCrossKeys = cfg.posEncAtCrossAttnKeys
+        posAtCrossQueries = cfg.posEncAtCrossAttnQueries
+    }
+
+    func callAsFunction(_ x: Tensor, queryPos: Tensor, memory: Tensor, memoryPos: Tensor, excludedKeys: Int) -> Tensor {
+        var tgt = x
+        let selfRope = selfAttn.rope(queries: x.shape[0])
+        var t2 = norm1(tgt)
+        let qk = posAtAttn ? t2 + queryPos : t2
+        tgt += selfAttn(q: qk, k: qk, v: t2, rope: selfRope)
+
+        t2 = norm2(tgt)
+        let crossRope = crossAttn.rope(queries: x.shape[0])
+        tgt += crossAttn(q: posAtCrossQueries ? t2 + queryPos : t2,
+                         k: posAtCrossKeys ? memory + memoryPos : memory,
+                         v: memory, excludedKeys: excludedKeys, rope: crossRope)
+
+        t2 = norm3(tgt)
+        tgt += linear2(activation.apply(linear1(t2)))
+        return tgt
+    }
+}
+
+/// `MemoryAttention`: condition the current frame's tokens on the memory bank.
+struct MemoryAttention {
+    let layers: [MemoryAttentionLayer]
+    let norm: LayerNorm
+    let posEncAtInput: Bool
+
+    init(_ w: WeightStore, _ prefix: String, _ cfg: MemoryAttentionConfig) throws {
+        layers = try (0..<cfg.numLayers).map { try MemoryAttentionLayer(w, "\(prefix).layers.\($0)", cfg.layer) }
+        norm = try LayerNorm(w, "\(prefix).norm", cfg.dModel)
+        posEncAtInput = cfg.posEncAtInput
+    }
+
+    /// `current`, `currentPos`: `[HW, D]`; `memory`, `memoryPos`: `[M, memDim]` with the last
+    /// `objectPointerTokens` rows being object pointers.
+    func callAsFunction(current: Tensor, currentPos: Tensor, memory: Tensor, memoryPos: Tensor, objectPointerTokens: Int) -> Tensor {
+        var out = posEncAtInput ? current.adding(currentPos, scaledBy: 0.1) : current
+        for layer in layers {
+            out = layer(out, queryPos: currentPos, memory: memory, memoryPos: memoryPos, excludedKeys: objectPointerTokens)
+        }
+        return norm(out)
+    }
+}

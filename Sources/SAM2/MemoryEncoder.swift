@@ -1,0 +1,79 @@
+import SAM2Checkpoint
+import SAM2Tensor
+
+/// A ConvNeXt block (`CXBlock`): depthwise conv, LayerNorm2d, pointwise MLP, layer scale, residual.
+struct CXBlock {
+    let dwconv: Conv2d
+    let norm: LayerNorm
+    let pwconv1: Linear, pwconv2: Linear
+    let gamma: Tensor?
+
+    init(_ w: WeightStore, _ prefix: String, _ cfg: CXBlockConfig) throws {
+        dwconv = try Conv2d(w, "\(prefix).dwconv", cfg.dim, cfg.dim, kernel: cfg.kernelSize, padding: cfg.padding,
+                            depthwise: cfg.useDwconv)
+        norm = try LayerNorm(w, "\(prefix).norm", cfg.dim, eps: 1e-6)
+        pwconv1 = try Linear(w, "\(prefix).pwconv1", cfg.dim, 4 * cfg.dim)
+        pwconv2 = try Linear(w, "\(prefix).pwconv2", 4 * cfg.dim, cfg.dim)
+        gamma = cfg.layerScaleInitValue > 0 ? try w.take("\(prefix).gamma", [cfg.dim]) : nil
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        let c = x.shape[0], h = x.shape[1], w = x.shape[2]
+        let t = norm.channels(dwconv(x)).chwToTokens()
+        var y = pwconv2(pwconv1(t).gelu())
+        if let gamma {
+            y.data.withUnsafeMutableBufferPointer { p in
+                for i in 0..<p.count { p[i] *= gamma.data[i % c] }
+            }
+        }
+        return x + y.tokensToCHW(height: h, width: w)
+    }
+}
+
+/// The memory encoder: downsample the mask 16x, add it to projected frame features, fuse with
+/// CXBlocks, project to the memory width, and attach a sine position encoding.
+struct MemoryEncoder {
+    let downsampler: [(conv: Conv2d, norm: LayerNorm)]
+    let downsamplerOut: Conv2d
+    let pixFeatProj: Conv2d
+    let fuser: [CXBlock]
+    let outProj: Conv2d?
+    let outDim: Int
+    let numPosFeats: Int
+    let temperature: Float
+
+    init(_ w: WeightStore, _ prefix: String, _ cfg: MemoryEncoderConfig) throws {
+        let md = cfg.maskDownsampler
+        let layers = md.numLayers
+        var blocks = [(conv: Conv2d, norm: LayerNorm)]()
+        var inC = 1
+        for i in 0..<layers {
+            let outC = inC * md.stride * md.stride
+            blocks.append((try Conv2d(w, "\(prefix).mask_downsampler.encoder.\(3 * i)", inC, outC, kernel: md.kernelSize,
+                                      stride: md.stride, padding: md.padding),
+                           try LayerNorm(w, "\(prefix).mask_downsampler.encoder.\(3 * i + 1)", outC, eps: 1e-6)))
+            inC = outC
+        }
+        downsampler = blocks
+        downsamplerOut = try Conv2d(w, "\(prefix).mask_downsampler.encoder.\(3 * layers)", inC, md.embedDim, kernel: 1)
+        pixFeatProj = try Conv2d(w, "\(prefix).pix_feat_proj", cfg.inDim, cfg.inDim, kernel: 1)
+        fuser = try (0..<cfg.fuser.numLayers).map { try CXBlock(w, "\(prefix).fuser.layers.\($0)", cfg.fuser.layer) }
+        outProj = cfg.outDim != cfg.inDim ? try Conv2d(w, "\(prefix).out_proj", cfg.inDim, cfg.outDim, kernel: 1) : nil
+        outDim = cfg.outDim
+        numPosFeats = cfg.positionEncoding.numPosFeats
+        temperature = Float(cfg.positionEncoding.temperature)
+    }
+
+    /// `pixFeat`: `[C, h, w]` frame features; `mask`: `[1, S, S]` already scaled for memory
+    /// (sigmoid or binarised, times scale plus bias). Returns memory features and their position encoding.
+    func callAsFunction(pixFeat: Tensor, mask: Tensor) -> (features: Tensor, position: Tensor) {
+        var m = mask
+        for (conv, norm) in downsampler { m = norm.channels(conv(m)).gelu() }
+        m = downsamplerOut(m)
+        var x = pixFeatProj(pixFeat) + m
+        for block in fuser { x = block(x) }
+        if let outProj { x = outProj(x) }
+        let pos = PositionEncoding.sine(numPosFeats: numPosFeats, height: x.shape[1], width: x.shape[2], temperature: temperature)
+        return (x, pos)
+    }
+}

@@ -1,0 +1,90 @@
+import SAM2Tensor
+
+/// Clicks in the model's input frame (pixels of the `image_size` square).
+/// Labels: 1 positive, 0 negative, 2/3 box corners, -1 padding.
+public struct PointPrompt: Equatable {
+    public var coords: [(x: Float, y: Float)]
+    public var labels: [Int]
+
+    public init(coords: [(x: Float, y: Float)], labels: [Int]) {
+        self.coords = coords
+        self.labels = labels
+    }
+
+    public static func == (a: PointPrompt, b: PointPrompt) -> Bool {
+        a.labels == b.labels && a.coords.count == b.coords.count
+            && zip(a.coords, b.coords).allSatisfy { $0.x == $1.x && $0.y == $1.y }
+    }
+
+    /// `concat_points`: new clicks go after the old ones.
+    public func appending(_ other: PointPrompt) -> PointPrompt {
+        PointPrompt(coords: coords + other.coords, labels: labels + other.labels)
+    }
+}
+
+/// SAM's prompt encoder: points (and box corners) become sparse tokens, a mask prompt a dense map.
+struct PromptEncoder {
+    let embedDim: Int
+    let embeddingSize: Int   // h = w of the image embedding
+    let inputImageSize: Int
+    let pe: RandomFourierEncoding
+    let pointEmbeddings: [Tensor]  // 4 x [1, D]: negative, positive, box top-left, box bottom-right
+    let notAPointEmbed: Tensor
+    let noMaskEmbed: Tensor
+    let maskConv1: Conv2d, maskNorm1: LayerNorm, maskConv2: Conv2d, maskNorm2: LayerNorm, maskConv3: Conv2d
+    /// `get_dense_pe()`, computed once.
+    let densePE: Tensor
+
+    init(_ w: WeightStore, _ prefix: String, embedDim: Int, embeddingSize: Int, inputImageSize: Int, maskInChans: Int = 16) throws {
+        self.embedDim = embedDim
+        self.embeddingSize = embeddingSize
+        self.inputImageSize = inputImageSize
+        pe = RandomFourierEncoding(gaussian: try w.take("\(prefix).pe_layer.positional_encoding_gaussian_matrix", [2, embedDim / 2]))
+        pointEmbeddings = try (0..<4).map { try w.take("\(prefix).point_embeddings.\($0).weight", [1, embedDim]) }
+        notAPointEmbed = try w.take("\(prefix).not_a_point_embed.weight", [1, embedDim])
+        noMaskEmbed = try w.take("\(prefix).no_mask_embed.weight", [1, embedDim])
+        let m = "\(prefix).mask_downscaling"
+        maskConv1 = try Conv2d(w, "\(m).0", 1, maskInChans / 4, kernel: 2, stride: 2)
+        maskNorm1 = try LayerNorm(w, "\(m).1", maskInChans / 4, eps: 1e-6)
+        maskConv2 = try Conv2d(w, "\(m).3", maskInChans / 4, maskInChans, kernel: 2, stride: 2)
+        maskNorm2 = try LayerNorm(w, "\(m).4", maskInChans, eps: 1e-6)
+        maskConv3 = try Conv2d(w, "\(m).6", maskInChans, embedDim, kernel: 1)
+        densePE = pe.dense(height: embeddingSize, width: embeddingSize)
+    }
+
+    /// Side of the mask prompt the encoder takes (4x the embedding).
+    var maskInputSize: Int { 4 * embeddingSize }
+
+    /// Sparse `[N+1, D]` tokens (points plus one padding point, as SAM 2 never passes boxes
+    /// separately) and the dense `[D, h, w]` embedding.
+    func callAsFunction(points: PointPrompt, mask: Tensor?) -> (sparse: Tensor, dense: Tensor) {
+        let coords = points.coords.map { (x: ($0.x + 0.5) / Float(inputImageSize), y: ($0.y + 0.5) / Float(inputImageSize)) }
+            + [(x: Float(0.5) / Float(inputImageSize), y: Float(0.5) / Float(inputImageSize))]
+        let labels = points.labels + [-1]
+        var sparse = pe.encode(coords)
+        for (i, label) in labels.enumerated() {
+            let row = i * embedDim
+            for j in 0..<embedDim {
+                switch label {
+                case -1: sparse.data[row + j] = notAPointEmbed.data[j]
+                case 0...3: sparse.data[row + j] += pointEmbeddings[label].data[j]
+                default: break
+                }
+            }
+        }
+        let dense: Tensor
+        if let mask {
+            var x = maskConv1(mask)
+            x = maskNorm1.channels(x).gelu()
+            x = maskConv2(x)
+            x = maskNorm2.channels(x).gelu()
+            dense = maskConv3(x)
+        } else {
+            var d = [Float](repeating: 0, count: embedDim * embeddingSize * embeddingSize)
+            let hw = embeddingSize * embeddingSize
+            for c in 0..<embedDim { for i in 0..<hw { d[c * hw + i] = noMaskEmbed.data[c] } }
+            dense = Tensor(shape: [embedDim, embeddingSize, embeddingSize], data: d)
+        }
+        return (sparse, dense)
+    }
+}

@@ -1,0 +1,164 @@
+import Foundation
+import SAM2Checkpoint
+import SAM2Tensor
+
+/// Mask logits the official code uses for "no object here".
+public let noObjectScore: Float = -1024
+
+/// The SAM 2 model (`SAM2Base`): image encoder, SAM prompt encoder and mask decoder,
+/// memory encoder, memory attention, and the learned embeddings that tie them together.
+public final class SAM2Model {
+    public let config: SAM2Config
+    let imageEncoder: ImageEncoder
+    let promptEncoder: PromptEncoder
+    let maskDecoder: MaskDecoder
+    let memoryEncoder: MemoryEncoder
+    let memoryAttention: MemoryAttention
+    let objPtrProj: MLP?             // Linear (1-layer) or 3-layer MLP; nil = identity
+    let objPtrTposProj: Linear?      // nil = identity
+    let maskDownsample: Conv2d?      // 4x4/4 conv for mask prompts' object pointers
+    let maskmemTposEnc: Tensor       // [numMaskmem, 1, 1, memDim]
+    let noMemEmbed: Tensor, noMemPosEnc: Tensor  // [1, 1, C]
+    let noObjPtr: Tensor?            // [1, C]
+    let noObjEmbedSpatial: Tensor?   // [1, memDim]
+
+    public let hiddenDim: Int
+    public let memDim: Int
+    public var imageSize: Int { config.imageSize }
+    var embeddingSize: Int { config.imageSize / config.backboneStride }
+
+    /// Build the model a config describes from a checkpoint's tensors; every tensor must be used,
+    /// with the shape the config implies.
+    public init(config c: SAM2Config, weights tensors: [String: Tensor]) throws {
+        try c.validate()
+        config = c
+        let w = WeightStore(tensors)
+        hiddenDim = c.imageEncoder.neck.dModel
+        memDim = c.memoryEncoder.outDim
+        imageEncoder = try ImageEncoder(w, "image_encoder", c.imageEncoder)
+        memoryAttention = try MemoryAttention(w, "memory_attention", c.memoryAttention)
+        memoryEncoder = try MemoryEncoder(w, "memory_encoder", c.memoryEncoder)
+        maskmemTposEnc = try w.take("maskmem_tpos_enc", [c.numMaskmem, 1, 1, memDim])
+        noMemEmbed = try w.take("no_mem_embed", [1, 1, hiddenDim])
+        noMemPosEnc = try w.take("no_mem_pos_enc", [1, 1, hiddenDim])
+        noObjPtr = c.predObjScores && c.useObjPtrsInEncoder ? try w.take("no_obj_ptr", [1, hiddenDim]) : nil
+        noObjEmbedSpatial = c.noObjEmbedSpatial ? try w.take("no_obj_embed_spatial", [1, memDim]) : nil
+        maskDownsample = c.useObjPtrsInEncoder ? try Conv2d(w, "mask_downsample", 1, 1, kernel: 4, stride: 4) : nil
+        let embSize = c.imageSize / c.backboneStride
+        promptEncoder = try PromptEncoder(w, "sam_prompt_encoder", embedDim: hiddenDim, embeddingSize: embSize, inputImageSize: c.imageSize)
+        maskDecoder = try MaskDecoder(w, "sam_mask_decoder", dim: hiddenDim, config: c)
+        if c.useObjPtrsInEncoder {
+            objPtrProj = c.useMlpForObjPtrProj
+                ? try MLP(w, "obj_ptr_proj", input: hiddenDim, hidden: hiddenDim, output: hiddenDim, numLayers: 3)
+                : MLP(layers: [try Linear(w, "obj_ptr_proj", hiddenDim, hiddenDim)], activation: .relu, sigmoidOutput: false)
+        } else {
+            objPtrProj = nil
+        }
+        objPtrTposProj = c.projTposEncInObjPtrs ? try Linear(w, "obj_ptr_tpos_proj", hiddenDim, memDim) : nil
+        try w.finish()
+    }
+
+    /// Load a checkpoint file (`.pt` or `.safetensors`) for a config.
+    public convenience init(config: SAM2Config, checkpointPath: String) throws {
+        try self.init(config: config, weights: try Checkpoint.load(path: checkpointPath))
+    }
+
+    // MARK: image features
+
+    /// `forward_image`: run the image encoder on a `[3, S, S]` frame and pre-project the
+    /// high-resolution levels with the mask decoder's `conv_s0` / `conv_s1`.
+    public func encodeImage(_ image: Tensor) -> BackboneFeatures {
+        encodeImageWithIntermediates(image).features
+    }
+
+    /// The same, also returning the trunk outputs and the un-projected FPN levels (for parity tests).
+    public func encodeImageWithIntermediates(_ image: Tensor) -> (features: BackboneFeatures, trunk: [Tensor], fpn: [Tensor]) {
+        precondition(image.shape == [3, imageSize, imageSize], "image must be [3, \(imageSize), \(imageSize)], got \(image.shape)")
+        let (trunk, fpn, pos) = imageEncoder(image)
+        var levels = fpn
+        if config.useHighResFeaturesInSam, let s0 = maskDecoder.convS0, let s1 = maskDecoder.convS1 {
+            levels[0] = s0(levels[0])
+            levels[1] = s1(levels[1])
+        }
+        let n = config.useHighResFeaturesInSam ? 3 : 1
+        return (BackboneFeatures(levels: Array(levels.suffix(n)), positions: Array(pos.suffix(n))), trunk, fpn)
+    }
+
+    // MARK: SAM heads
+
+    /// The outputs of `_forward_sam_heads` / `_use_mask_as_output` that tracking keeps.
+    struct SAMOutput {
+        var lowResMasks: Tensor    // [1, S/4, S/4]
+        var highResMasks: Tensor   // [1, S, S]
+        var objPtr: Tensor         // [C]
+        var objectScoreLogit: Float
+        var ious: [Float]
+    }
+
+    /// `_forward_sam_heads`: prompt encoder + mask decoder on (memory-conditioned) frame features.
+    func forwardSAMHeads(_ features: Tensor, points: PointPrompt?, maskInputs: Tensor?,
+                         highRes: (s0: Tensor, s1: Tensor)?, multimask: Bool) -> SAMOutput {
+        // No clicks: a single padding point (label -1).
+        let pts = points ?? PointPrompt(coords: [(0, 0)], labels: [-1])
+        var maskPrompt: Tensor? = nil
+        if let maskInputs {
+            let side = promptEncoder.maskInputSize
+            maskPrompt = maskInputs.shape[1] == side && maskInputs.shape[2] == side
+                ? maskInputs : Interpolate.bilinearAntialiased(maskInputs, height: side, width: side)
+        }
+        let (sparse, dense) = promptEncoder(points: pts, mask: maskPrompt)
+        let dec = maskDecoder(image: features, imagePE: promptEncoder.densePE, sparse: sparse, dense: dense,
+                              multimask: multimask, highRes: highRes)
+        var lowRes = dec.masks
+        let appearing = !config.predObjScores || dec.objectScoreLogit > 0
+        if config.predObjScores && !appearing {
+            lowRes = Tensor(repeating: noObjectScore, shape: lowRes.shape)
+        }
+        var best = 0
+        var token = dec.samTokens.rows(0..<1)
+        if multimask {
+            best = argmax(dec.ious)
+            if dec.samTokens.shape[0] > 1 { token = dec.samTokens.rows(best..<(best + 1)) }
+        }
+        let lowBest = lowRes.rows(best..<(best + 1))
+        // Only the chosen mask is upsampled: channels are resampled independently, so this equals
+        // upsampling all of them and then picking one.
+        let highBest = Interpolate.bilinear(lowBest, height: imageSize, width: imageSize)
+        var objPtr = objPtrProj.map { $0(token) } ?? token
+        if config.predObjScores, let noObjPtr {
+            let lambda: Float = config.softNoObjPtr ? 1 / (1 + expf(-dec.objectScoreLogit)) : (appearing ? 1 : 0)
+            objPtr = mixNoObjectPointer(objPtr, lambda: lambda, noObjPtr: noObjPtr)
+        }
+        return SAMOutput(lowResMasks: lowBest, highResMasks: highBest, objPtr: objPtr.reshaped([hiddenDim]),
+                         objectScoreLogit: dec.objectScoreLogit, ious: dec.ious)
+    }
+
+    /// `fixed_no_obj_ptr`: `λ·ptr + (1-λ)·no_obj_ptr` (or just the additive part).
+    private func mixNoObjectPointer(_ ptr: Tensor, lambda: Float, noObjPtr: Tensor) -> Tensor {
+        var out = ptr
+        for i in 0..<out.count {
+            if config.fixedNoObjPtr { out.data[i] = lambda * out.data[i] }
+            out.data[i] = out.data[i] + (1 - lambda) * noObjPtr.data[i]
+        }
+        return out
+    }
+
+    /// `_use_mask_as_output`: a mask prompt becomes the output directly (logits ±10); the object
+    /// pointer still comes from the SAM heads, fed the mask downsampled 4x.
+    func useMaskAsOutput(_ features: Tensor, highRes: (s0: Tensor, s1: Tensor)?, mask: Tensor) -> SAMOutput {
+        let high = mask.map { $0 * 20 - 10 }
+        let low = Interpolate.bilinearAntialiased(high, height: mask.shape[1] / 4, width: mask.shape[2] / 4)
+        var objPtr: Tensor
+        if let maskDownsample {
+            objPtr = forwardSAMHeads(features, points: nil, maskInputs: maskDownsample(mask), highRes: highRes, multimask: false).objPtr
+        } else {
+            objPtr = Tensor(zeros: [hiddenDim])
+        }
+        let appearing = mask.data.contains { $0 > 0 }
+        let lambda: Float = appearing ? 1 : 0
+        if config.predObjScores, let noObjPtr {
+            objPtr = mixNoObjectPointer(objPtr.reshaped([1, hiddenDim]), lambda: lambda, noObjPtr: noObjPtr).reshaped([hiddenDim])
+        }
+        return SAMOutput(lowResMasks: low, highResMasks: high, objPtr: objPtr, objectScoreLogit: 20 * lambda - 10, ious: [1])
+    }
+}

@@ -1,0 +1,220 @@
+import Foundation
+import OrderedCollections
+import SAM2Checkpoint
+import SAM2Tensor
+
+/// One object's result on one frame, as the predictor keeps it (the official "compact" output).
+public struct FrameOutput {
+    /// Memory features `[memDim, h, w]`, rounded to bfloat16 like the official predictor stores them;
+    /// nil until the memory encoder has run on this frame.
+    public var maskmemFeatures: Tensor?
+    /// Low-resolution mask logits `[S/4, S/4]` (`pred_masks`).
+    public var predMasks: Tensor
+    /// Object pointer `[C]`.
+    public var objPtr: Tensor
+    public var objectScoreLogit: Float
+}
+
+/// One object's memory bank: conditioning frames (prompted) and the frames tracked from them,
+/// in insertion order like the official dicts.
+public struct ObjectMemory {
+    public var condFrameOutputs = OrderedDictionary<Int, FrameOutput>()
+    public var nonCondFrameOutputs = OrderedDictionary<Int, FrameOutput>()
+    public init() {}
+}
+
+/// A frame's image features in the form the tracking step consumes.
+public struct FrameFeatures {
+    public let backbone: BackboneFeatures
+    /// Lowest-resolution features and position encoding as `[HW, C]` tokens.
+    let visionTokens: Tensor
+    let visionPosTokens: Tensor
+    let height: Int, width: Int
+
+    public init(_ backbone: BackboneFeatures) {
+        self.backbone = backbone
+        let v = backbone.visionFeatures
+        height = v.shape[1]
+        width = v.shape[2]
+        visionTokens = v.chwToTokens()
+        visionPosTokens = backbone.positions[backbone.positions.count - 1].chwToTokens()
+    }
+
+    var highRes: (s0: Tensor, s1: Tensor)? {
+        backbone.levels.count > 1 ? (backbone.levels[0], backbone.levels[1]) : nil
+    }
+}
+
+extension SAM2Model {
+    /// What `track_step` produces for one object on one frame.
+    struct StepOutput {
+        var lowResMasks: Tensor
+        var highResMasks: Tensor
+        var objPtr: Tensor
+        var objectScoreLogit: Float
+        var maskmemFeatures: Tensor?
+    }
+
+    /// `_use_multimask`.
+    func useMultimask(isInitCondFrame: Bool, points: PointPrompt?) -> Bool {
+        let n = points?.labels.count ?? 0
+        return config.multimaskOutputInSam && (isInitCondFrame || config.multimaskOutputForTracking)
+            && config.multimaskMinPtNum <= n && n <= config.multimaskMaxPtNum
+    }
+
+    /// `track_step`: memory-conditioned SAM heads on one frame for one object, then (optionally)
+    /// the memory encoder on the predicted mask.
+    func trackStep(frameIndex: Int, isInitCondFrame: Bool, features f: FrameFeatures,
+                   points: PointPrompt?, maskInputs: Tensor?, memory: ObjectMemory, numFrames: Int,
+                   reverse: Bool, runMemoryEncoder: Bool, previousMaskLogits: Tensor? = nil) -> StepOutput {
+        let sam: SAMOutput
+        if let maskInputs, config.useMaskInputAsOutputWithoutSam {
+            sam = useMaskAsOutput(f.backbone.visionFeatures, highRes: f.highRes, mask: maskInputs)
+        } else {
+            let pix = conditionOnMemory(frameIndex: frameIndex, isInitCondFrame: isInitCondFrame, features: f,
+                                        memory: memory, numFrames: numFrames, reverse: reverse)
+            sam = forwardSAMHeads(pix, points: points, maskInputs: previousMaskLogits ?? maskInputs, highRes: f.highRes,
+                                  multimask: useMultimask(isInitCondFrame: isInitCondFrame, points: points))
+        }
+        var out = StepOutput(lowResMasks: sam.lowResMasks, highResMasks: sam.highResMasks, objPtr: sam.objPtr,
+                             objectScoreLogit: sam.objectScoreLogit, maskmemFeatures: nil)
+        if runMemoryEncoder && config.numMaskmem > 0 {
+            out.maskmemFeatures = encodeMemory(features: f, highResMasks: sam.highResMasks,
+                                               objectScoreLogit: sam.objectScoreLogit, isMaskFromPoints: points != nil)
+        }
+        return out
+    }
+
+    /// `_encode_new_memory`, plus the predictor's bfloat16 storage rounding.
+    func encodeMemory(features f: FrameFeatures, highResMasks: Tensor, objectScoreLogit: Float, isMaskFromPoints: Bool) -> Tensor {
+        let binarize = config.binarizeMaskFromPtsForMemEnc && isMaskFromPoints
+        let scale = Float(config.sigmoidScaleForMemEnc), bias = Float(config.sigmoidBiasForMemEnc)
+        var mask = binarize ? highResMasks.map { $0 > 0 ? 1 : 0 } : highResMasks.sigmoid()
+        if scale != 1 { mask = mask.map { $0 * scale } }
+        if bias != 0 { mask = mask.map { $0 + bias } }
+        var (feats, _) = memoryEncoder(pixFeat: f.backbone.visionFeatures, mask: mask)
+        if let noObjEmbedSpatial, !(objectScoreLogit > 0) {
+            feats = feats.addingPerChannel(noObjEmbedSpatial.data)
+        }
+        return feats.map(roundToBFloat16)
+    }
+
+    /// The memory encoder's position encoding (the same for every frame and object).
+    var maskmemPosition: Tensor {
+        PositionEncoding.sine(numPosFeats: memoryEncoder.numPosFeats, height: embeddingSize, width: embeddingSize,
+                              temperature: memoryEncoder.temperature)
+    }
+
+    /// `_prepare_memory_conditioned_features`: gather the memory bank (conditioning frames, up to
+    /// `num_maskmem - 1` recent frames, object pointers) and run memory attention over it.
+    func conditionOnMemory(frameIndex t: Int, isInitCondFrame: Bool, features f: FrameFeatures,
+                           memory: ObjectMemory, numFrames: Int, reverse: Bool) -> Tensor {
+        let c = hiddenDim
+        let numMaskmem = config.numMaskmem
+        if numMaskmem == 0 { return f.visionTokens.tokensToCHW(height: f.height, width: f.width) }
+        if isInitCondFrame {
+            if config.directlyAddNoMemEmbed {
+                return f.visionTokens.addingRow(noMemEmbed.data).tokensToCHW(height: f.height, width: f.width)
+            }
+            let mem = Tensor(shape: [1, c], data: noMemEmbed.data)
+            let memPos = Tensor(shape: [1, c], data: noMemPosEnc.data)
+            return memoryAttention(current: f.visionTokens, currentPos: f.visionPosTokens, memory: mem, memoryPos: memPos,
+                                   objectPointerTokens: 0).tokensToCHW(height: f.height, width: f.width)
+        }
+
+        let (selected, unselected) = selectClosestCondFrames(t, memory.condFrameOutputs, maxCondFrames: config.maxCondFramesInAttn)
+        // (temporal position, output): conditioning frames at 0, then the recent frames.
+        var tPosAndPrevs: [(Int, FrameOutput?)] = selected.values.map { (0, $0) }
+        let stride = config.memoryTemporalStrideForEval
+        for tPos in 1..<numMaskmem {
+            let tRel = numMaskmem - tPos
+            let prev: Int
+            if tRel == 1 {
+                prev = reverse ? t + tRel : t - tRel
+            } else if !reverse {
+                prev = floorDiv(t - 2, stride) * stride - (tRel - 2) * stride
+            } else {
+                prev = -floorDiv(-(t + 2), stride) * stride + (tRel - 2) * stride
+            }
+            tPosAndPrevs.append((tPos, memory.nonCondFrameOutputs[prev] ?? unselected[prev]))
+        }
+        let posEnc = maskmemPosition.chwToTokens()
+        var mems = [Tensor](), poss = [Tensor]()
+        for (tPos, prev) in tPosAndPrevs {
+            guard let prev, let feats = prev.maskmemFeatures else { continue }
+            mems.append(feats.chwToTokens())
+            let tpos = Array(maskmemTposEnc.data[((numMaskmem - tPos - 1) * memDim)..<((numMaskmem - tPos) * memDim)])
+            poss.append(posEnc.addingRow(tpos))
+        }
+
+        var objectPointerTokens = 0
+        if config.useObjPtrsInEncoder {
+            let maxPtrs = min(numFrames, config.maxObjPtrsInEncoder)
+            let ptrCond = config.onlyObjPtrsInThePastForEval
+                ? selected.filter { reverse ? $0.key >= t : $0.key <= t } : selected
+            var posAndPtrs: [(Int, Tensor)] = ptrCond.map { key, out in
+                (config.useSignedTposEncToObjPtrs ? (t - key) * (reverse ? -1 : 1) : abs(t - key), out.objPtr)
+            }
+            if maxPtrs > 1 {
+                for tDiff in 1..<maxPtrs {
+                    let tt = reverse ? t + tDiff : t - tDiff
+                    if tt < 0 || tt >= numFrames { break }
+                    if let out = memory.nonCondFrameOutputs[tt] ?? unselected[tt] { posAndPtrs.append((tDiff, out.objPtr)) }
+                }
+            }
+            if !posAndPtrs.isEmpty {
+                let ptrs = Tensor.concatRows(posAndPtrs.map { $0.1.reshaped([1, c]) })
+                var objPos: Tensor
+                if config.addTposEncToObjPtrs {
+                    let tDiffMax = Float(maxPtrs - 1)
+                    // A one-frame video has no temporal range; the official code would divide by zero.
+                    let positions = posAndPtrs.map { tDiffMax > 0 ? Float($0.0) / tDiffMax : 0 }
+                    objPos = PositionEncoding.sine1D(positions, dim: config.projTposEncInObjPtrs ? c : memDim)
+                    if let objPtrTposProj { objPos = objPtrTposProj(objPos) }
+                } else {
+                    objPos = Tensor(zeros: [posAndPtrs.count, memDim])
+                }
+                // Split each C-wide pointer into C/memDim tokens of the memory width.
+                let split = c / memDim
+                let ptrTokens = ptrs.reshaped([posAndPtrs.count * split, memDim])
+                var posTokens = [Float]()
+                for i in 0..<posAndPtrs.count { for _ in 0..<split { posTokens += objPos.row(i) } }
+                mems.append(ptrTokens)
+                poss.append(Tensor(shape: [posAndPtrs.count * split, memDim], data: posTokens))
+                objectPointerTokens = ptrTokens.shape[0]
+            }
+        }
+        let memory = Tensor.concatRows(mems)
+        let memoryPos = Tensor.concatRows(poss)
+        return memoryAttention(current: f.visionTokens, currentPos: f.visionPosTokens, memory: memory, memoryPos: memoryPos,
+                               objectPointerTokens: objectPointerTokens).tokensToCHW(height: f.height, width: f.width)
+    }
+}
+
+/// Python's floor division.
+@inline(__always)
+func floorDiv(_ a: Int, _ b: Int) -> Int {
+    let q = a / b
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q
+}
+
+/// `select_closest_cond_frames`: at most `maxCondFrames` conditioning frames (-1 = all): the
+/// closest before, the closest at or after, then the temporally nearest others.
+func selectClosestCondFrames(_ t: Int, _ cond: OrderedDictionary<Int, FrameOutput>, maxCondFrames: Int)
+    -> (selected: OrderedDictionary<Int, FrameOutput>, unselected: OrderedDictionary<Int, FrameOutput>) {
+    if maxCondFrames == -1 || cond.count <= maxCondFrames { return (cond, [:]) }
+    var selected = OrderedDictionary<Int, FrameOutput>()
+    if let before = cond.keys.filter({ $0 < t }).max() { selected[before] = cond[before] }
+    if let after = cond.keys.filter({ $0 >= t }).min() { selected[after] = cond[after] }
+    let remaining = maxCondFrames - selected.count
+    let others = cond.keys.filter { selected[$0] == nil }
+    // Python's sort is stable: ties keep dict order.
+    let nearest = others.enumerated().sorted { a, b in
+        let da = abs(a.element - t), db = abs(b.element - t)
+        return da != db ? da < db : a.offset < b.offset
+    }.prefix(max(remaining, 0)).map(\.element)
+    for k in nearest { selected[k] = cond[k] }
+    var unselected = OrderedDictionary<Int, FrameOutput>()
+    for (k, v) in cond where selected[k] == nil { unselected[k] = v }
+    return (selected, unselected)
+}

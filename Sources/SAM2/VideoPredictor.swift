@@ -1,0 +1,340 @@
+import Foundation
+import OrderedCollections
+import SAM2Checkpoint
+import SAM2Tensor
+
+/// Where the predictor gets frames: random access by index, already resized and normalised
+/// to the model's `[3, S, S]` input. Video readers, folders of images and fixtures conform.
+public protocol FrameSource: AnyObject {
+    var frameCount: Int { get }
+    var videoWidth: Int { get }
+    var videoHeight: Int { get }
+    func modelInput(at index: Int, size: Int) throws -> Tensor
+}
+
+/// A user error in a prompt or session call: one line, naming the problem.
+public struct PredictorError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ message: String) { description = message }
+}
+
+/// The masks of every object on one frame.
+public struct FrameResult {
+    public let frameIndex: Int
+    public let objectIds: [Int]
+    /// Low-resolution logits `[S/4, S/4]` per object (`noObjectScore` where an object has none).
+    public let lowResLogits: [Tensor]
+    public let videoWidth: Int
+    public let videoHeight: Int
+    let nonOverlapping: Bool
+
+    /// Logits at the video's resolution, bilinearly upsampled like the official predictor.
+    public func videoLogits() -> [Tensor] {
+        var out = lowResLogits.map {
+            Interpolate.bilinear($0.reshaped([1, $0.shape[0], $0.shape[1]]), height: videoHeight, width: videoWidth)
+        }
+        if nonOverlapping && out.count > 1 {
+            // `_apply_non_overlapping_constraints`: only the top-scoring object keeps each pixel.
+            for i in 0..<(videoHeight * videoWidth) {
+                var best = 0
+                for o in 1..<out.count where out[o].data[i] > out[best].data[i] { best = o }
+                for o in 0..<out.count where o != best { out[o].data[i] = min(out[o].data[i], -10) }
+            }
+        }
+        return out
+    }
+
+    /// Binary masks (1 where logits > 0) at the video's resolution, row-major, one per object.
+    public func videoMasks() -> [[UInt8]] {
+        videoLogits().map { $0.data.map { $0 > 0 ? 1 : 0 } }
+    }
+}
+
+/// `SAM2VideoPredictor`: an interactive tracking session over one video. Objects get points,
+/// boxes or masks on any frame; propagation tracks them forward or backward; corrections on
+/// tracked frames become conditioning frames and survive re-propagation.
+public final class VideoPredictor {
+    public let model: SAM2Model
+    public let source: FrameSource
+    public var numFrames: Int { source.frameCount }
+
+    public private(set) var objectIds: [Int] = []
+    private var pointInputs: [[Int: PointPrompt]] = []
+    private var maskInputs: [[Int: Tensor]] = []
+    private var outputs: [ObjectMemory] = []
+    private var tempOutputs: [ObjectMemory] = []
+    /// Frames each object has been tracked on, and whether in reverse.
+    private var framesTracked: [[Int: Bool]] = []
+    /// The most recently used frame's features (repeated clicks on a frame reuse them).
+    private var cachedFeatures: (index: Int, features: FrameFeatures)?
+
+    /// Called after each image-encoder pass (for progress and benchmarks).
+    public var onImageEncoded: ((Int) -> Void)?
+
+    public init(model: SAM2Model, source: FrameSource) {
+        self.model = model
+        self.source = source
+    }
+
+    // MARK: prompts
+
+    /// `add_new_points_or_box`: clicks (label 1 positive, 0 negative) and/or a box, in video pixels.
+    @discardableResult
+    public func addPoints(frame: Int, objectId: Int, points: [(x: Double, y: Double)] = [], labels: [Int] = [],
+                          box: (x0: Double, y0: Double, x1: Double, y1: Double)? = nil,
+                          clearOldPoints: Bool = true) throws -> FrameResult {
+        try checkFrame(frame)
+        guard points.count == labels.count else { throw PredictorError("points and labels must have the same length") }
+        guard !points.isEmpty || box != nil else { throw PredictorError("a prompt needs at least one point or a box") }
+        guard labels.allSatisfy({ $0 == 0 || $0 == 1 }) else { throw PredictorError("point labels must be 1 (positive) or 0 (negative)") }
+        if box != nil && !clearOldPoints { throw PredictorError("a box must come with clearing old points (it is placed before any point)") }
+        let w = Double(source.videoWidth), h = Double(source.videoHeight)
+        for p in points where !(p.x >= 0 && p.x <= w && p.y >= 0 && p.y <= h) {
+            throw PredictorError("point (\(fmt(p.x)), \(fmt(p.y))) is outside the \(Int(w))x\(Int(h)) frame")
+        }
+        var coords = points, allLabels = labels
+        if let b = box {
+            guard [b.x0, b.y0, b.x1, b.y1].allSatisfy({ $0.isFinite }),
+                  b.x0 >= 0, b.y0 >= 0, b.x1 <= w, b.y1 <= h else {
+                throw PredictorError("box (\(fmt(b.x0)), \(fmt(b.y0)), \(fmt(b.x1)), \(fmt(b.y1))) is outside the \(Int(w))x\(Int(h)) frame")
+            }
+            guard b.x1 > b.x0, b.y1 > b.y0 else {
+                throw PredictorError("box (\(fmt(b.x0)), \(fmt(b.y0)), \(fmt(b.x1)), \(fmt(b.y1))) is degenerate: it needs x1 > x0 and y1 > y0")
+            }
+            coords = [(b.x0, b.y0), (b.x1, b.y1)] + coords
+            allLabels = [2, 3] + allLabels
+        }
+        let obj = objectIndex(for: objectId)
+        let old = clearOldPoints ? nil : pointInputs[obj][frame]
+        if box == nil && !allLabels.contains(1) && !(old?.labels.contains { $0 == 1 || $0 == 2 } ?? false) {
+            throw PredictorError("object \(objectId) on frame \(frame) has only negative points; add a positive point or a box")
+        }
+        // Normalise by the video size, then scale to the model's input square (float32, as the official code).
+        let s = Float(model.imageSize)
+        let scaled = PointPrompt(coords: coords.map { (x: Float($0.x) / Float(w) * s, y: Float($0.y) / Float(h) * s) },
+                                 labels: allLabels)
+        let prompt = old.map { $0.appending(scaled) } ?? scaled
+        pointInputs[obj][frame] = prompt
+        maskInputs[obj][frame] = nil
+        return try runPrompt(obj: obj, frame: frame, points: prompt, mask: nil)
+    }
+
+    /// `add_new_mask`: a binary mask (row-major, `height x width`, nonzero = object).
+    @discardableResult
+    public func addMask(frame: Int, objectId: Int, mask: [UInt8], width: Int, height: Int) throws -> FrameResult {
+        try checkFrame(frame)
+        guard width > 0, height > 0, mask.count == width * height else {
+            throw PredictorError("mask has \(mask.count) values, expected \(width)x\(height)")
+        }
+        let obj = objectIndex(for: objectId)
+        let s = model.imageSize
+        var m = Tensor(shape: [1, height, width], data: mask.map { $0 != 0 ? 1 : 0 })
+        if width != s || height != s {
+            m = Interpolate.bilinearAntialiased(m, height: s, width: s).map { $0 >= 0.5 ? 1 : 0 }
+        }
+        maskInputs[obj][frame] = m
+        pointInputs[obj][frame] = nil
+        return try runPrompt(obj: obj, frame: frame, points: nil, mask: m)
+    }
+
+    /// The shared tail of `add_new_points_or_box` / `add_new_mask`.
+    private func runPrompt(obj: Int, frame: Int, points: PointPrompt?, mask: Tensor?) throws -> FrameResult {
+        let tracked = framesTracked[obj][frame]
+        let isInit = tracked == nil
+        let reverse = tracked ?? false
+        let isCond = isInit || model.config.addAllFramesToCorrectAsCond
+        // Clicks refine the object's previous mask on this frame, if it has one.
+        var previous: Tensor? = nil
+        if points != nil {
+            let prev = (isCond ? tempOutputs[obj].condFrameOutputs[frame] : tempOutputs[obj].nonCondFrameOutputs[frame])
+                ?? outputs[obj].condFrameOutputs[frame] ?? outputs[obj].nonCondFrameOutputs[frame]
+            previous = prev.map { p in
+                p.predMasks.map { min(max($0, -32), 32) }.reshaped([1] + p.predMasks.shape)
+            }
+        }
+        let out = try runSingleFrame(obj: obj, frame: frame, isInitCondFrame: isInit, points: points, mask: mask,
+                                     reverse: reverse, runMemoryEncoder: false, previousMaskLogits: previous)
+        if isCond { tempOutputs[obj].condFrameOutputs[frame] = out } else { tempOutputs[obj].nonCondFrameOutputs[frame] = out }
+        return consolidated(frame: frame, isCond: isCond)
+    }
+
+    /// Every object's current mask on a frame, newest (temporary) outputs first.
+    private func consolidated(frame: Int, isCond: Bool) -> FrameResult {
+        let logits = objectIds.indices.map { obj -> Tensor in
+            let temp = isCond ? tempOutputs[obj].condFrameOutputs[frame] : tempOutputs[obj].nonCondFrameOutputs[frame]
+            let out = temp ?? outputs[obj].condFrameOutputs[frame] ?? outputs[obj].nonCondFrameOutputs[frame]
+            return out?.predMasks ?? Tensor(repeating: noObjectScore, shape: [model.imageSize / 4, model.imageSize / 4])
+        }
+        return result(frame: frame, logits: logits)
+    }
+
+    private func result(frame: Int, logits: [Tensor]) -> FrameResult {
+        FrameResult(frameIndex: frame, objectIds: objectIds, lowResLogits: logits, videoWidth: source.videoWidth,
+                    videoHeight: source.videoHeight, nonOverlapping: model.config.nonOverlapMasks)
+    }
+
+    // MARK: propagation
+
+    /// `propagate_in_video`: track every object from `start` (default: the earliest prompted frame)
+    /// over up to `maxFrames` frames, forward or in reverse, handing each frame's masks to `body`.
+    public func propagate(from start: Int? = nil, maxFrames: Int? = nil, reverse: Bool = false,
+                          _ body: (FrameResult) throws -> Void) throws {
+        try preflight()
+        let n = numFrames
+        let first = start ?? outputs.flatMap { $0.condFrameOutputs.keys }.min()!
+        try checkFrame(first)
+        let count = maxFrames ?? n
+        let order: [Int]
+        if reverse {
+            let end = max(first - count, 0)
+            order = first > 0 ? Array(stride(from: first, through: end, by: -1)) : []
+        } else {
+            let end = min(first + count, n - 1)
+            order = Array(first...end)
+        }
+        for frame in order {
+            var logits = [Tensor]()
+            for obj in objectIds.indices {
+                if let cond = outputs[obj].condFrameOutputs[frame] {
+                    logits.append(cond.predMasks)
+                    if model.config.clearNonCondMemAroundInput { clearNonCondMemory(around: frame, obj: obj) }
+                } else {
+                    let out = try runSingleFrame(obj: obj, frame: frame, isInitCondFrame: false, points: nil, mask: nil,
+                                                 reverse: reverse, runMemoryEncoder: true)
+                    outputs[obj].nonCondFrameOutputs[frame] = out
+                    logits.append(out.predMasks)
+                }
+                framesTracked[obj][frame] = reverse
+            }
+            try body(result(frame: frame, logits: logits))
+        }
+    }
+
+    /// `propagate_in_video_preflight`: encode memories of freshly prompted frames and move them
+    /// into the memory bank.
+    private func preflight() throws {
+        guard !objectIds.isEmpty else { throw PredictorError("no object has a prompt yet; add points, a box or a mask first") }
+        for obj in objectIds.indices {
+            for isCond in [false, true] {
+                let temp = isCond ? tempOutputs[obj].condFrameOutputs : tempOutputs[obj].nonCondFrameOutputs
+                for (frame, var out) in temp {
+                    if out.maskmemFeatures == nil {
+                        let high = Interpolate.bilinear(out.predMasks.reshaped([1] + out.predMasks.shape),
+                                                        height: model.imageSize, width: model.imageSize)
+                        out.maskmemFeatures = model.encodeMemory(features: try features(frame), highResMasks: high,
+                                                                 objectScoreLogit: out.objectScoreLogit, isMaskFromPoints: true)
+                    }
+                    if isCond { outputs[obj].condFrameOutputs[frame] = out } else { outputs[obj].nonCondFrameOutputs[frame] = out }
+                    if model.config.clearNonCondMemAroundInput { clearNonCondMemory(around: frame, obj: obj) }
+                }
+                if isCond { tempOutputs[obj].condFrameOutputs.removeAll() } else { tempOutputs[obj].nonCondFrameOutputs.removeAll() }
+            }
+            if outputs[obj].condFrameOutputs.isEmpty {
+                throw PredictorError("object \(objectIds[obj]) has no points, box or mask on any frame")
+            }
+            for frame in outputs[obj].condFrameOutputs.keys { outputs[obj].nonCondFrameOutputs[frame] = nil }
+        }
+    }
+
+    /// `_clear_non_cond_mem_around_input`, per object.
+    private func clearNonCondMemory(around frame: Int, obj: Int) {
+        let r = model.config.memoryTemporalStrideForEval * model.config.numMaskmem
+        for t in (frame - r)...(frame + r) { outputs[obj].nonCondFrameOutputs[t] = nil }
+    }
+
+    // MARK: objects
+
+    /// `remove_object` (strict): forget an object and its prompts everywhere.
+    public func removeObject(_ objectId: Int) throws {
+        guard let obj = objectIds.firstIndex(of: objectId) else {
+            throw PredictorError("cannot remove object \(objectId): no such object (objects: \(objectIds.map(String.init).joined(separator: ", ")))")
+        }
+        if objectIds.count == 1 { reset(); return }
+        for frame in Set(pointInputs[obj].keys).union(maskInputs[obj].keys) {
+            clearPrompts(frame: frame, obj: obj)
+        }
+        objectIds.remove(at: obj)
+        pointInputs.remove(at: obj)
+        maskInputs.remove(at: obj)
+        outputs.remove(at: obj)
+        tempOutputs.remove(at: obj)
+        framesTracked.remove(at: obj)
+    }
+
+    /// `clear_all_prompts_in_frame`: a conditioning frame without prompts becomes an ordinary tracked frame.
+    private func clearPrompts(frame: Int, obj: Int) {
+        pointInputs[obj][frame] = nil
+        maskInputs[obj][frame] = nil
+        tempOutputs[obj].condFrameOutputs[frame] = nil
+        tempOutputs[obj].nonCondFrameOutputs[frame] = nil
+        if let out = outputs[obj].condFrameOutputs.removeValue(forKey: frame) {
+            outputs[obj].nonCondFrameOutputs[frame] = out
+            framesTracked[obj][frame] = nil
+        }
+    }
+
+    /// `reset_state`: drop every object, prompt and result (cached frame features stay).
+    public func reset() {
+        objectIds = []
+        pointInputs = []
+        maskInputs = []
+        outputs = []
+        tempOutputs = []
+        framesTracked = []
+    }
+
+    /// The stored output of an object on a frame, looked up like the official state dicts
+    /// (temporary outputs first): what conformance records read.
+    public func storedOutput(frame: Int, objectId: Int) -> FrameOutput? {
+        guard let obj = objectIds.firstIndex(of: objectId) else { return nil }
+        return tempOutputs[obj].condFrameOutputs[frame] ?? tempOutputs[obj].nonCondFrameOutputs[frame]
+            ?? outputs[obj].condFrameOutputs[frame] ?? outputs[obj].nonCondFrameOutputs[frame]
+    }
+
+    // MARK: internals
+
+    private func objectIndex(for id: Int) -> Int {
+        if let i = objectIds.firstIndex(of: id) { return i }
+        // New objects may join at any time, also after tracking started.
+        objectIds.append(id)
+        pointInputs.append([:])
+        maskInputs.append([:])
+        outputs.append(ObjectMemory())
+        tempOutputs.append(ObjectMemory())
+        framesTracked.append([:])
+        return objectIds.count - 1
+    }
+
+    private func checkFrame(_ frame: Int) throws {
+        guard frame >= 0 && frame < numFrames else {
+            throw PredictorError("frame \(frame) is out of range: the video has \(numFrames) frame\(numFrames == 1 ? "" : "s") (0...\(numFrames - 1))")
+        }
+    }
+
+    /// Image features of a frame, from the one-frame cache or the image encoder.
+    func features(_ frame: Int) throws -> FrameFeatures {
+        if let c = cachedFeatures, c.index == frame { return c.features }
+        let image = try source.modelInput(at: frame, size: model.imageSize)
+        let f = FrameFeatures(model.encodeImage(image))
+        cachedFeatures = (frame, f)
+        onImageEncoded?(frame)
+        return f
+    }
+
+    /// `_run_single_frame_inference` for one object.
+    private func runSingleFrame(obj: Int, frame: Int, isInitCondFrame: Bool, points: PointPrompt?, mask: Tensor?,
+                                reverse: Bool, runMemoryEncoder: Bool, previousMaskLogits: Tensor? = nil) throws -> FrameOutput {
+        let f = try features(frame)
+        let step = model.trackStep(frameIndex: frame, isInitCondFrame: isInitCondFrame, features: f, points: points,
+                                   maskInputs: mask, memory: outputs[obj], numFrames: numFrames, reverse: reverse,
+                                   runMemoryEncoder: runMemoryEncoder, previousMaskLogits: previousMaskLogits)
+        var pred = step.lowResMasks.reshaped([step.lowResMasks.shape[1], step.lowResMasks.shape[2]])
+        if model.config.fillHoleArea > 0 { pred = HoleFilling.fill(pred, maxArea: model.config.fillHoleArea) }
+        return FrameOutput(maskmemFeatures: step.maskmemFeatures, predMasks: pred, objPtr: step.objPtr,
+                           objectScoreLogit: step.objectScoreLogit)
+    }
+}
+
+private func fmt(_ v: Double) -> String {
+    v == v.rounded() && abs(v) < 1e9 ? String(Int(v)) : String(v)
+}

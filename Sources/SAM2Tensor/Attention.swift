@@ -1,0 +1,57 @@
+/// Scaled dot-product attention, blocked over queries so the full score matrix never exists:
+/// each block of queries gets its scores (one sgemm), a row softmax, and its output (one sgemm).
+/// Memory attention at 1024 has 4096 queries against ~28,700 keys; a block of 128 queries needs
+/// 14 MB of scores where the full matrix would need 470 MB.
+public enum Attention {
+    /// Target size of one score block, in floats.
+    public static var scoreBlockFloats = 1 << 22
+
+    /// `softmax(q kᵀ · scale) v` for every head. `q` is `[Nq, heads*d]`, `k` is `[Nk, heads*d]`,
+    /// `v` is `[Nk, heads*dv]`; heads are contiguous slices of the channel dimension, as after
+    /// `_separate_heads`. Returns `[Nq, heads*dv]`. `scale` defaults to `1/√d`, like SDPA.
+    public static func scaledDotProduct(q: Tensor, k: Tensor, v: Tensor, heads: Int, scale: Float? = nil) -> Tensor {
+        let nq = q.shape[0], nk = k.shape[0]
+        let qc = q.shape[1], vc = v.shape[1]
+        precondition(k.shape[1] == qc && v.shape[0] == nk && qc % heads == 0 && vc % heads == 0,
+                     "attention: q \(q.shape) k \(k.shape) v \(v.shape) heads \(heads)")
+        var out = [Float](repeating: 0, count: nq * vc)
+        q.data.withUnsafeBufferPointer { pq in
+            k.data.withUnsafeBufferPointer { pk in
+                v.data.withUnsafeBufferPointer { pv in
+                    out.withUnsafeMutableBufferPointer { po in
+                        scaledDotProduct(q: pq.baseAddress!, ldq: qc, k: pk.baseAddress!, ldk: qc,
+                                         v: pv.baseAddress!, ldv: vc, out: po.baseAddress!, ldo: vc,
+                                         queries: nq, keys: nk, heads: heads, headDim: qc / heads,
+                                         valueHeadDim: vc / heads, scale: scale)
+                    }
+                }
+            }
+        }
+        return Tensor(shape: [nq, vc], data: out)
+    }
+
+    /// The same on raw rows with leading dimensions, so packed `qkv` projections need no copies.
+    public static func scaledDotProduct(q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int,
+                                        v: UnsafePointer<Float>, ldv: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
+                                        queries nq: Int, keys nk: Int, heads: Int, headDim d: Int,
+                                        valueHeadDim dv: Int, scale: Float? = nil) {
+        let s = scale ?? 1 / Float(d).squareRoot()
+        let block = max(1, min(nq, scoreBlockFloats / max(nk, 1)))
+        var scores = [Float](repeating: 0, count: block * nk)
+        scores.withUnsafeMutableBufferPointer { ps in
+            for h in 0..<heads {
+                var r0 = 0
+                while r0 < nq {
+                    let rows = min(block, nq - r0)
+                    GEMM.sgemm(transB: true, m: rows, n: nk, k: d, alpha: s,
+                               a: q + r0 * ldq + h * d, lda: ldq, b: k + h * d, ldb: ldk,
+                               c: ps.baseAddress!, ldc: nk)
+                    for r in 0..<rows { softmaxInPlace(ps.baseAddress! + r * nk, nk) }
+                    GEMM.sgemm(m: rows, n: dv, k: nk, a: ps.baseAddress!, lda: nk,
+                               b: v + h * dv, ldb: ldv, c: out + r0 * ldo + h * dv, ldc: ldo)
+                    r0 += rows
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+import Foundation
+
+/// Resampling of `[C, H, W]` maps, matching `F.interpolate` (align_corners=False) tap for tap:
+/// the same source coordinates, weights and summation order (height taps outer, width taps inner).
+public enum Interpolate {
+    /// `mode="bilinear", align_corners=False`.
+    public static func bilinear(_ x: Tensor, height oh: Int, width ow: Int) -> Tensor {
+        let c = x.shape[0], ih = x.shape[1], iw = x.shape[2]
+        if ih == oh && iw == ow { return x }
+        let sh = Float(ih) / Float(oh), sw = Float(iw) / Float(ow)
+        func taps(_ o: Int, _ scale: Float, _ n: Int) -> (Int, Int, Float, Float) {
+            let real = max(scale * (Float(o) + 0.5) - 0.5, 0)
+            let i0 = Int(real)
+            let i1 = i0 < n - 1 ? i0 + 1 : i0
+            let l1 = min(max(real - Float(i0), 0), 1)
+            return (i0, i1, 1 - l1, l1)
+        }
+        let ty = (0..<oh).map { taps($0, sh, ih) }
+        let tx = (0..<ow).map { taps($0, sw, iw) }
+        var out = [Float](repeating: 0, count: c * oh * ow)
+        x.data.withUnsafeBufferPointer { s in
+            out.withUnsafeMutableBufferPointer { d in
+                for ch in 0..<c {
+                    let sp = s.baseAddress! + ch * ih * iw
+                    let dp = d.baseAddress! + ch * oh * ow
+                    for oy in 0..<oh {
+                        let (y0, y1, wy0, wy1) = ty[oy]
+                        let r0 = sp + y0 * iw, r1 = sp + y1 * iw
+                        let drow = dp + oy * ow
+                        for ox in 0..<ow {
+                            let (x0, x1, wx0, wx1) = tx[ox]
+                            let a = wx0 * r0[x0] + wx1 * r0[x1]
+                            let b = wx0 * r1[x0] + wx1 * r1[x1]
+                            drow[ox] = a * wy0 + b * wy1
+                        }
+                    }
+                }
+            }
+        }
+        return Tensor(shape: [c, oh, ow], data: out)
+    }
+
+    /// `mode="bilinear", align_corners=False, antialias=True`: a triangle filter widened by the
+    /// downscale factor; width pass first, then height, like PyTorch's separable CPU kernel.
+    public static func bilinearAntialiased(_ x: Tensor, height oh: Int, width ow: Int) -> Tensor {
+        let c = x.shape[0], ih = x.shape[1], iw = x.shape[2]
+        if ih == oh && iw == ow { return x }
+        func weights(input: Int, output: Int) -> [(Int, [Float])] {
+            let scale = Float(input) / Float(output)
+            let support: Float = scale >= 1 ? scale : 1
+            let invscale: Float = scale >= 1 ? 1 / scale : 1
+            return (0..<output).map { i in
+                let center = scale * (Float(i) + 0.5)
+                let xmin = max(Int(center - support + 0.5), 0)
+                let xsize = min(Int(center + support + 0.5), input) - xmin
+                var w = (0..<max(xsize, 0)).map { j -> Float in
+                    let t = abs((Float(j + xmin) - center + 0.5) * invscale)
+                    return t < 1 ? 1 - t : 0
+                }
+                let total = w.reduce(0, +)
+                if total != 0 { w = w.map { $0 / total } }
+                return (xmin, w)
+            }
+        }
+        var cur = x
+        if ow != iw {
+            let wx = weights(input: iw, output: ow)
+            var out = [Float](repeating: 0, count: c * ih * ow)
+            for r in 0..<(c * ih) {
+                for o in 0..<ow {
+                    let (x0, w) = wx[o]
+                    var acc: Float = 0
+                    for j in 0..<w.count { acc += cur.data[r * iw + x0 + j] * w[j] }
+                    out[r * ow + o] = acc
+                }
+            }
+            cur = Tensor(shape: [c, ih, ow], data: out)
+        }
+        if oh != ih {
+            let wy = weights(input: ih, output: oh)
+            let w2 = cur.shape[2]
+            var out = [Float](repeating: 0, count: c * oh * w2)
+            for ch in 0..<c {
+                for o in 0..<oh {
+                    let (y0, w) = wy[o]
+                    for xx in 0..<w2 {
+                        var acc: Float = 0
+                        for j in 0..<w.count { acc += cur.data[(ch * ih + y0 + j) * w2 + xx] * w[j] }
+                        out[(ch * oh + o) * w2 + xx] = acc
+                    }
+                }
+            }
+            cur = Tensor(shape: [c, oh, w2], data: out)
+        }
+        return cur
+    }
+
+    /// `mode="bicubic", align_corners=False` (A = -0.75, border-clamped taps).
+    public static func bicubic(_ x: Tensor, height oh: Int, width ow: Int) -> Tensor {
+        let c = x.shape[0], ih = x.shape[1], iw = x.shape[2]
+        let a: Float = -0.75
+        func cc1(_ t: Float) -> Float { ((a + 2) * t - (a + 3)) * t * t + 1 }
+        func cc2(_ t: Float) -> Float { ((a * t - 5 * a) * t + 8 * a) * t - 4 * a }
+        func taps(_ o: Int, _ inSize: Int, _ outSize: Int) -> ([Int], [Float]) {
+            let scale = Float(inSize) / Float(outSize)
+            let real = scale * (Float(o) + 0.5) - 0.5
+            let i = Int(floorf(real))
+            let t = real - Float(i)
+            let w = [cc2(t + 1), cc1(t), cc1(1 - t), cc2(2 - t)]
+            let idx = (-1...2).map { min(max(i + $0, 0), inSize - 1) }
+            return (idx, w)
+        }
+        let ty = (0..<oh).map { taps($0, ih, oh) }
+        let tx = (0..<ow).map { taps($0, iw, ow) }
+        var out = [Float](repeating: 0, count: c * oh * ow)
+        for ch in 0..<c {
+            let base = ch * ih * iw
+            for oy in 0..<oh {
+                let (yi, wy) = ty[oy]
+                for ox in 0..<ow {
+                    let (xi, wx) = tx[ox]
+                    var acc: Float = 0
+                    for p in 0..<4 {
+                        let row = base + yi[p] * iw
+                        var r: Float = 0
+                        for q in 0..<4 { r += x.data[row + xi[q]] * wx[q] }
+                        acc += r * wy[p]
+                    }
+                    out[(ch * oh + oy) * ow + ox] = acc
+                }
+            }
+        }
+        return Tensor(shape: [c, oh, ow], data: out)
+    }
+
+    /// `mode="nearest", scale_factor=2`.
+    public static func nearest2x(_ x: Tensor) -> Tensor {
+        let c = x.shape[0], h = x.shape[1], w = x.shape[2]
+        var out = [Float](repeating: 0, count: c * 4 * h * w)
+        for ch in 0..<c {
+            for y in 0..<(2 * h) {
+                for xx in 0..<(2 * w) {
+                    out[(ch * 2 * h + y) * 2 * w + xx] = x.data[(ch * h + y / 2) * w + xx / 2]
+                }
+            }
+        }
+        return Tensor(shape: [c, 2 * h, 2 * w], data: out)
+    }
+}

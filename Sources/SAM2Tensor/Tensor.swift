@@ -1,0 +1,183 @@
+/// A dense, row-major float32 tensor: a shape and a flat array of values.
+///
+/// Value semantics (copy on write through `[Float]`); the model works on batch 1
+/// throughout, so most tensors are `[C, H, W]` feature maps or `[N, C]` token rows.
+public struct Tensor: Equatable, CustomStringConvertible {
+    public var shape: [Int]
+    public var data: [Float]
+
+    public init(shape: [Int], data: [Float]) {
+        precondition(shape.reduce(1, *) == data.count,
+                     "shape \(shape) does not match \(data.count) values")
+        self.shape = shape
+        self.data = data
+    }
+
+    public init(zeros shape: [Int]) {
+        self.init(shape: shape, data: [Float](repeating: 0, count: shape.reduce(1, *)))
+    }
+
+    public init(repeating value: Float, shape: [Int]) {
+        self.init(shape: shape, data: [Float](repeating: value, count: shape.reduce(1, *)))
+    }
+
+    public var count: Int { data.count }
+    public var rank: Int { shape.count }
+
+    public var description: String { "Tensor\(shape)" }
+
+    /// The same values under another shape (one dimension may be -1).
+    public func reshaped(_ newShape: [Int]) -> Tensor {
+        var s = newShape
+        if let i = s.firstIndex(of: -1) {
+            let known = s.enumerated().filter { $0.offset != i }.map(\.element).reduce(1, *)
+            s[i] = count / max(known, 1)
+        }
+        return Tensor(shape: s, data: data)
+    }
+
+    /// Row `i` of a 2-D tensor.
+    public func row(_ i: Int) -> [Float] {
+        let n = shape[shape.count - 1]
+        return Array(data[(i * n)..<((i + 1) * n)])
+    }
+
+    /// Rows `range` of a 2-D (or higher, along dim 0) tensor.
+    public func rows(_ range: Range<Int>) -> Tensor {
+        let n = count / shape[0]
+        var s = shape
+        s[0] = range.count
+        return Tensor(shape: s, data: Array(data[(range.lowerBound * n)..<(range.upperBound * n)]))
+    }
+
+    /// Concatenate along dim 0.
+    public static func concatRows(_ parts: [Tensor]) -> Tensor {
+        precondition(!parts.isEmpty)
+        var s = parts[0].shape
+        s[0] = parts.reduce(0) { $0 + $1.shape[0] }
+        var d = [Float]()
+        d.reserveCapacity(s.reduce(1, *))
+        for p in parts {
+            precondition(Array(p.shape.dropFirst()) == Array(s.dropFirst()), "concat shape mismatch")
+            d.append(contentsOf: p.data)
+        }
+        return Tensor(shape: s, data: d)
+    }
+
+    // MARK: elementwise
+
+    public static func + (a: Tensor, b: Tensor) -> Tensor {
+        precondition(a.shape == b.shape, "add: \(a.shape) vs \(b.shape)")
+        var out = a
+        out.data.withUnsafeMutableBufferPointer { o in
+            b.data.withUnsafeBufferPointer { bb in
+                for i in 0..<o.count { o[i] += bb[i] }
+            }
+        }
+        return out
+    }
+
+    public static func += (a: inout Tensor, b: Tensor) {
+        precondition(a.shape == b.shape, "add: \(a.shape) vs \(b.shape)")
+        a.data.withUnsafeMutableBufferPointer { o in
+            b.data.withUnsafeBufferPointer { bb in
+                for i in 0..<o.count { o[i] += bb[i] }
+            }
+        }
+    }
+
+    /// `self + scale * other`.
+    public func adding(_ other: Tensor, scaledBy scale: Float) -> Tensor {
+        precondition(shape == other.shape)
+        var out = self
+        out.data.withUnsafeMutableBufferPointer { o in
+            other.data.withUnsafeBufferPointer { b in
+                for i in 0..<o.count { o[i] += scale * b[i] }
+            }
+        }
+        return out
+    }
+
+    public func map(_ f: (Float) -> Float) -> Tensor {
+        Tensor(shape: shape, data: data.map(f))
+    }
+
+    /// Add a per-row vector to every row of a `[N, C]` tensor (broadcast over rows).
+    public func addingRow(_ v: [Float]) -> Tensor {
+        let c = shape[shape.count - 1]
+        precondition(v.count == c, "addingRow: \(v.count) vs \(c)")
+        var out = self
+        out.data.withUnsafeMutableBufferPointer { o in
+            for i in stride(from: 0, to: o.count, by: c) {
+                for j in 0..<c { o[i + j] += v[j] }
+            }
+        }
+        return out
+    }
+
+    /// Add a per-channel value to a `[C, H, W]` map.
+    public func addingPerChannel(_ v: [Float]) -> Tensor {
+        let c = shape[0], hw = count / c
+        precondition(v.count == c)
+        var out = self
+        out.data.withUnsafeMutableBufferPointer { o in
+            for ch in 0..<c { for i in 0..<hw { o[ch * hw + i] += v[ch] } }
+        }
+        return out
+    }
+
+    // MARK: layout
+
+    /// Transpose a 2-D tensor.
+    public func transposed() -> Tensor {
+        precondition(rank == 2)
+        let r = shape[0], c = shape[1]
+        var out = [Float](repeating: 0, count: count)
+        data.withUnsafeBufferPointer { s in
+            out.withUnsafeMutableBufferPointer { o in
+                // Blocked so both sides stay in cache.
+                let bs = 32
+                for i0 in stride(from: 0, to: r, by: bs) {
+                    for j0 in stride(from: 0, to: c, by: bs) {
+                        for i in i0..<min(i0 + bs, r) {
+                            for j in j0..<min(j0 + bs, c) { o[j * r + i] = s[i * c + j] }
+                        }
+                    }
+                }
+            }
+        }
+        return Tensor(shape: [c, r], data: out)
+    }
+
+    /// `[C, H, W]` feature map to `[H*W, C]` token rows.
+    public func chwToTokens() -> Tensor {
+        precondition(rank == 3)
+        return reshaped([shape[0], shape[1] * shape[2]]).transposed()
+    }
+
+    /// `[H*W, C]` token rows to a `[C, H, W]` feature map.
+    public func tokensToCHW(height h: Int, width w: Int) -> Tensor {
+        precondition(rank == 2 && shape[0] == h * w)
+        return transposed().reshaped([shape[1], h, w])
+    }
+
+    /// Channel `c` of a `[C, ...]` tensor as a flat array.
+    public func channel(_ c: Int) -> [Float] {
+        let n = count / shape[0]
+        return Array(data[(c * n)..<((c + 1) * n)])
+    }
+
+    // MARK: statistics
+
+    public var maxAbs: Float { data.reduce(0) { Swift.max($0, abs($1)) } }
+}
+
+/// Round float32 values to bfloat16 (round to nearest, ties to even) and back,
+/// as the official predictor does when it stores memory features.
+public func roundToBFloat16(_ x: Float) -> Float {
+    if x.isNaN { return x }
+    let bits = x.bitPattern
+    let lsb = (bits >> 16) & 1
+    let rounded = bits &+ 0x7FFF &+ lsb
+    return Float(bitPattern: rounded & 0xFFFF_0000)
+}

@@ -1,0 +1,47 @@
+import ArgumentParser
+import Foundation
+import SAM2
+import SAM2Checkpoint
+import SAM2Video
+
+@main
+struct SAM2Command: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sam2",
+        abstract: "Track any object through a video from a few clicks: SAM 2 in native Swift.",
+        subcommands: [Replay.self])
+}
+
+/// Mask prompts are read like the official example: grey level > 0 is the object.
+func loadMaskPNG(_ path: String) throws -> (mask: [UInt8], width: Int, height: Int) {
+    let img = try ImageIO.readGray(path: path)
+    return (img.gray.map { $0 > 0 ? 1 : 0 }, img.width, img.height)
+}
+
+/// Print one line to stderr and exit non-zero: how every user-facing failure ends.
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(("sam2: error: " + message + "\n").data(using: .utf8)!)
+    exit(1)
+}
+
+struct Replay: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a golden fixture's session and write its outputs for compare.py (the conformance runner).")
+
+    @Argument(help: "Fixture folder with checkpoint.pt, config.yaml, frames.safetensors and session.json.")
+    var fixture: String
+
+    @Option(name: .shortAndLong, help: "Where to write the outputs (.safetensors).")
+    var output: String
+
+    func run() throws {
+        let start = Date()
+        do {
+            let s = try Conformance.replay(fixture: fixture, output: output, loadMask: loadMaskPNG)
+            print(String(format: "replayed %d actions on %d frames: %d records in %.1f s -> %@",
+                         s.actions, s.frames, s.records, Date().timeIntervalSince(start), output))
+        } catch {
+            fail("\(error)")
+        }
+    }
+}
