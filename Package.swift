@@ -29,13 +29,13 @@ let package = Package(
         .target(name: "SAM2", dependencies: ["SAM2Tensor", "SAM2Checkpoint",
                                             .product(name: "OrderedCollections", package: "swift-collections")]),
         // Video in (FFmpeg) and masks out (PNG, palette PNG, COCO RLE, overlay video).
-        .target(name: "SAM2Video", dependencies: ["CFFmpeg", "SAM2Tensor"]),
+        .target(name: "SAM2Video", dependencies: ["CFFmpeg", "SAM2Tensor", "SAM2"]),
         // The command-line tool: a thin layer over the library.
         .executableTarget(name: "sam2", dependencies: [
             "SAM2", "SAM2Video", "SAM2Checkpoint",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "SAM2Tests", dependencies: ["SAM2", "SAM2Video", "SAM2Checkpoint", "SAM2Tensor"],
-                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "SAM2Tests", dependencies: ["SAM2", "SAM2Video", "SAM2Checkpoint", "SAM2Tensor", "Yams"],
+                    exclude: ["Fixtures"]),
     ]
 )

@@ -22,6 +22,15 @@ public final class SAM2Model {
     let noObjPtr: Tensor?            // [1, C]
     let noObjEmbedSpatial: Tensor?   // [1, memDim]
 
+    /// Sees every module call's outputs, named like the official modules and their outputs
+    /// (`image_encoder`: `backbone_fpn.0`, …; `mask_decoder`: `out0`…`out3`): layer-by-layer parity tests hook here.
+    public var trace: ((_ module: String, _ outputs: [String: Tensor]) -> Void)?
+
+    /// Replaces the memory encoder's output before it is stored (bfloat16-rounded). Layer tests use
+    /// it to feed the official memory features forward, so a bfloat16 rounding that falls the other
+    /// way on one element (a 2⁻⁸ step) cannot hide or fake a difference further down.
+    public var memoryFeaturesOverride: ((Tensor) -> Tensor)?
+
     public let hiddenDim: Int
     public let memDim: Int
     public var imageSize: Int { config.imageSize }
@@ -75,6 +84,12 @@ public final class SAM2Model {
     public func encodeImageWithIntermediates(_ image: Tensor) -> (features: BackboneFeatures, trunk: [Tensor], fpn: [Tensor]) {
         precondition(image.shape == [3, imageSize, imageSize], "image must be [3, \(imageSize), \(imageSize)], got \(image.shape)")
         let (trunk, fpn, pos) = imageEncoder(image)
+        if let trace {
+            trace("trunk", Dictionary(uniqueKeysWithValues: trunk.enumerated().map { ("out\($0)", $1) }))
+            var t = ["vision_features": fpn[fpn.count - 1]]
+            for (i, f) in fpn.enumerated() { t["backbone_fpn.\(i)"] = f; t["vision_pos_enc.\(i)"] = pos[i] }
+            trace("image_encoder", t)
+        }
         var levels = fpn
         if config.useHighResFeaturesInSam, let s0 = maskDecoder.convS0, let s1 = maskDecoder.convS1 {
             levels[0] = s0(levels[0])
@@ -109,6 +124,9 @@ public final class SAM2Model {
         let (sparse, dense) = promptEncoder(points: pts, mask: maskPrompt)
         let dec = maskDecoder(image: features, imagePE: promptEncoder.densePE, sparse: sparse, dense: dense,
                               multimask: multimask, highRes: highRes)
+        trace?("prompt_encoder", ["out0": sparse, "out1": dense])
+        trace?("mask_decoder", ["out0": dec.masks, "out1": Tensor(shape: [dec.ious.count], data: dec.ious),
+                                "out2": dec.samTokens, "out3": Tensor(shape: [1], data: [dec.objectScoreLogit])])
         var lowRes = dec.masks
         let appearing = !config.predObjScores || dec.objectScoreLogit > 0
         if config.predObjScores && !appearing {

@@ -92,7 +92,9 @@ extension SAM2Model {
         var mask = binarize ? highResMasks.map { $0 > 0 ? 1 : 0 } : highResMasks.sigmoid()
         if scale != 1 { mask = mask.map { $0 * scale } }
         if bias != 0 { mask = mask.map { $0 + bias } }
-        var (feats, _) = memoryEncoder(pixFeat: f.backbone.visionFeatures, mask: mask)
+        var (feats, pos) = memoryEncoder(pixFeat: f.backbone.visionFeatures, mask: mask)
+        trace?("memory_encoder", ["vision_features": feats, "vision_pos_enc.0": pos])
+        if let memoryFeaturesOverride { feats = memoryFeaturesOverride(feats) }
         if let noObjEmbedSpatial, !(objectScoreLogit > 0) {
             feats = feats.addingPerChannel(noObjEmbedSpatial.data)
         }
@@ -118,8 +120,10 @@ extension SAM2Model {
             }
             let mem = Tensor(shape: [1, c], data: noMemEmbed.data)
             let memPos = Tensor(shape: [1, c], data: noMemPosEnc.data)
-            return memoryAttention(current: f.visionTokens, currentPos: f.visionPosTokens, memory: mem, memoryPos: memPos,
-                                   objectPointerTokens: 0).tokensToCHW(height: f.height, width: f.width)
+            let out = memoryAttention(current: f.visionTokens, currentPos: f.visionPosTokens, memory: mem, memoryPos: memPos,
+                                      objectPointerTokens: 0)
+            trace?("memory_attention", ["out": out])
+            return out.tokensToCHW(height: f.height, width: f.width)
         }
 
         let (selected, unselected) = selectClosestCondFrames(t, memory.condFrameOutputs, maxCondFrames: config.maxCondFramesInAttn)
@@ -186,8 +190,10 @@ extension SAM2Model {
         }
         let memory = Tensor.concatRows(mems)
         let memoryPos = Tensor.concatRows(poss)
-        return memoryAttention(current: f.visionTokens, currentPos: f.visionPosTokens, memory: memory, memoryPos: memoryPos,
-                               objectPointerTokens: objectPointerTokens).tokensToCHW(height: f.height, width: f.width)
+        let out = memoryAttention(current: f.visionTokens, currentPos: f.visionPosTokens, memory: memory, memoryPos: memoryPos,
+                                  objectPointerTokens: objectPointerTokens)
+        trace?("memory_attention", ["out": out])
+        return out.tokensToCHW(height: f.height, width: f.width)
     }
 }
 

@@ -9,7 +9,7 @@ struct SAM2Command: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sam2",
         abstract: "Track any object through a video from a few clicks: SAM 2 in native Swift.",
-        subcommands: [Replay.self])
+        subcommands: [Track.self, Replay.self])
 }
 
 /// Mask prompts are read like the official example: grey level > 0 is the object.

@@ -1,0 +1,67 @@
+import Foundation
+import SAM2
+import SAM2Tensor
+
+/// A video as the predictor's random-access `FrameSource`, in bounded memory.
+///
+/// Frames are decoded once, in order, as the predictor first asks for them; each frame's
+/// model input is kept as its `S x S x 3` bytes in an unlinked temporary file (3 MB a frame at
+/// 1024), so revisiting a frame (backward propagation, a correction) costs a read, not a decode,
+/// and resident memory stays flat however long the video. (The official predictor keeps every
+/// frame as float32 in RAM, 12 MB a frame, which is why its users run out of memory.)
+public final class VideoFrameSource: FrameSource {
+    public let reader: VideoFrameReader
+    public var frameCount: Int { reader.frameCount }
+    public var videoWidth: Int { reader.width }
+    public var videoHeight: Int { reader.height }
+
+    private let cacheFD: Int32
+    private var cachedSize = 0
+    private var decoded = 0
+    /// The most recent model input, reused when asked twice in a row.
+    private var last: (index: Int, size: Int, tensor: Tensor)?
+
+    public init(path: String, limit: Int? = nil) throws {
+        reader = try VideoFrameReader(path: path, limit: limit)
+        var template = Array("\(NSTemporaryDirectory())/sam2-frames-XXXXXX".utf8CString)
+        cacheFD = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard cacheFD >= 0 else { throw VideoError.invalidArgument(path: path, reason: "cannot create a temporary frame cache") }
+        // Unlinked at once: the space returns to the system when we close, even after a crash.
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+    }
+
+    deinit { close(cacheFD) }
+
+    public func modelInput(at index: Int, size: Int) throws -> Tensor {
+        guard index >= 0 && index < frameCount else {
+            throw VideoError.invalidArgument(path: reader.path, reason: "frame \(index) is beyond the last frame \(frameCount - 1)")
+        }
+        if let last, last.index == index, last.size == size { return last.tensor }
+        if cachedSize != 0 && cachedSize != size {
+            throw VideoError.invalidArgument(path: reader.path, reason: "model input size changed from \(cachedSize) to \(size)")
+        }
+        cachedSize = size
+        let frameBytes = size * size * 3
+        var tensor: Tensor? = nil
+        while decoded <= index {
+            guard let frame = try reader.nextFrame() else {
+                throw VideoError.invalidArgument(path: reader.path, reason: "the video ended at frame \(decoded), before frame \(index)")
+            }
+            let bytes = PILResize.resizeRGB(frame.rgb, width: frame.width, height: frame.height, outWidth: size, outHeight: size)
+            let written = bytes.withUnsafeBytes { pwrite(cacheFD, $0.baseAddress, frameBytes, off_t(decoded * frameBytes)) }
+            guard written == frameBytes else {
+                throw VideoError.invalidArgument(path: reader.path, reason: "cannot write the frame cache (disk full?)")
+            }
+            if decoded == index { tensor = VideoFrameReader.normalise(bytes, size: size) }
+            decoded += 1
+        }
+        if tensor == nil {
+            var bytes = [UInt8](repeating: 0, count: frameBytes)
+            let got = bytes.withUnsafeMutableBytes { pread(cacheFD, $0.baseAddress, frameBytes, off_t(index * frameBytes)) }
+            guard got == frameBytes else { throw VideoError.invalidArgument(path: reader.path, reason: "cannot read the frame cache") }
+            tensor = VideoFrameReader.normalise(bytes, size: size)
+        }
+        last = (index, size, tensor!)
+        return tensor!
+    }
+}

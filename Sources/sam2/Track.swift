@@ -1,0 +1,284 @@
+import ArgumentParser
+import Foundation
+import SAM2
+import SAM2Checkpoint
+import SAM2Video
+
+struct Track: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Track objects through a video from a few prompts and write their masks.",
+        discussion: """
+        Quick form: each --frame N starts a group of prompts on frame N (--point: positive click, \
+        --neg: negative click, --box: a box, --obj: the object, 1 by default). Groups act in order \
+        as in an interactive session: the first group's prompts, then propagation over the video; \
+        every later group is a correction on its frame, followed by propagation again.
+
+          sam2 track v.mp4 --frame 0 --point 210,350 --frame 50 --point 220,360 --neg 400,90 --output masks/
+
+        Full control: --prompts FILE.json with an action script (points, box, mask, propagate, \
+        remove, reset), as in the fixtures' session.json.
+
+        Without --checkpoint the model's official checkpoint is read from the checkpoint cache \
+        ($SAM2_CHECKPOINTS, else ~/.cache/sam2/checkpoints); Scripts/download_checkpoints.sh fetches it.
+        """)
+
+    @Argument(help: "A video file (anything FFmpeg decodes) or a folder of numbered JPEG/PNG frames.")
+    var video: String
+
+    @Option(name: .customLong("frame"), help: ArgumentHelp("Start a group of prompts on frame N (0-based).", valueName: "N"))
+    var frames: [Int] = []
+    @Option(name: .customLong("point"), help: ArgumentHelp("A positive click x,y in video pixels.", valueName: "x,y"))
+    var points: [String] = []
+    @Option(name: .customLong("neg"), help: ArgumentHelp("A negative click x,y in video pixels.", valueName: "x,y"))
+    var negatives: [String] = []
+    @Option(name: .customLong("box"), help: ArgumentHelp("A box x0,y0,x1,y1 in video pixels.", valueName: "x0,y0,x1,y1"))
+    var boxes: [String] = []
+    @Option(name: .customLong("obj"), help: ArgumentHelp("The object this group prompts (default 1).", valueName: "ID"))
+    var objects: [Int] = []
+    @Option(name: .long, help: ArgumentHelp("An action script (JSON) instead of the quick flags.", valueName: "FILE"))
+    var prompts: String?
+
+    @Option(name: .long, help: "Model name: sam2.1_hiera_{tiny,small,base_plus,large} or sam2_hiera_* (default sam2.1_hiera_tiny).")
+    var model: String?
+    @Option(name: .long, help: ArgumentHelp("A model config YAML (official schema) instead of --model.", valueName: "FILE"))
+    var config: String?
+    @Option(name: .long, help: ArgumentHelp("The checkpoint (.pt or .safetensors).", valueName: "FILE"))
+    var checkpoint: String?
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("Output folder for the masks.", valueName: "DIR"))
+    var output: String
+    @Option(name: .long, help: "png: DIR/<obj>/<frame>.png; palette: DIR/<frame>.png indexed by object id; rle: DIR/masks.json (COCO RLE).")
+    var format: OutputFormat = .png
+    @Option(name: .long, help: ArgumentHelp("Also write the video with coloured masks and prompt markers (H.264).", valueName: "FILE.mp4"))
+    var overlay: String?
+    @Option(name: .long, help: ArgumentHelp("Use only the first N frames of the video.", valueName: "N"))
+    var limit: Int?
+    @Flag(name: .long, help: "Quick form: do not also propagate backward from the earliest prompted frame.")
+    var forwardOnly = false
+    @Flag(name: .long, help: "Write into a non-empty output folder, replacing files.")
+    var overwrite = false
+
+    enum OutputFormat: String, ExpressibleByArgument, CaseIterable { case png, palette, rle }
+
+    func validate() throws {
+        if prompts != nil && !frames.isEmpty { throw ValidationError("use either --prompts or the --frame groups, not both") }
+        if prompts == nil && frames.isEmpty { throw ValidationError("give prompts: --frame N --point x,y (or --box, --neg), or --prompts FILE.json") }
+        if model != nil && config != nil { throw ValidationError("use either --model or --config, not both") }
+        if let limit, limit <= 0 { throw ValidationError("--limit must be positive") }
+    }
+
+    func run() throws {
+        do { try track() } catch let e as ValidationError { throw e } catch { fail("\(error)") }
+    }
+
+    private func track() throws {
+        let started = Date()
+        let actions = try prompts.map { try ActionScript.parse(path: $0) }
+            ?? QuickPrompts.actions(from: Array(CommandLine.arguments.dropFirst()), forwardOnly: forwardOnly)
+        try prepareOutput()
+
+        // Model: config (by name or file) and checkpoint (given, or from the cache).
+        let cfg: SAM2Config, name: String
+        if let config {
+            cfg = try SAM2Config.load(path: config)
+            name = URL(fileURLWithPath: config).deletingPathExtension().lastPathComponent
+        } else {
+            let requested = model ?? "sam2.1_hiera_tiny"
+            guard let canonical = SAM2Config.canonicalModelName(requested) else {
+                throw PredictorError("unknown model '\(requested)'; known: \(SAM2Config.knownModelNames.joined(separator: ", "))")
+            }
+            cfg = try SAM2Config.named(canonical)
+            name = canonical
+        }
+        let ckpt = try checkpoint ?? CheckpointCache.path(forModel: name)
+        guard FileManager.default.isReadableFile(atPath: ckpt) else { throw PredictorError("cannot read checkpoint \(ckpt)") }
+        let net = try SAM2Model(config: cfg, checkpointPath: ckpt)
+
+        let source = try VideoFrameSource(path: video, limit: limit)
+        let predictor = VideoPredictor(model: net, source: source)
+        let progress = Progress(total: source.frameCount)
+        predictor.onImageEncoded = { _ in progress.tick() }
+
+        // Keep each frame's latest masks, run-length encoded (small), and write once all actions ran.
+        var latest = [Int: [(objectId: Int, counts: [Int])]]()
+        try predictor.run(actions, loadMask: loadMaskPNG) { _, _, result in
+            let masks = result.videoMasks()
+            latest[result.frameIndex] = zip(result.objectIds, masks).map { obj, bits in
+                (obj, BinaryMask(width: result.videoWidth, height: result.videoHeight, bits: bits).rleCounts())
+            }
+        }
+        progress.finish()
+
+        let w = source.videoWidth, h = source.videoHeight
+        let sink: MaskSink
+        switch format {
+        case .png: sink = try PNGSequenceSink(directory: output)
+        case .palette: sink = try PaletteSink(directory: output, width: w, height: h)
+        case .rle: sink = try RLESink(directory: output)
+        }
+        func masks(_ frame: Int) throws -> [(objectId: Int, mask: BinaryMask)] {
+            try (latest[frame] ?? []).map { ($0.objectId, try BinaryMask.fromRLE(counts: $0.counts, height: h, width: w)) }
+        }
+        for frame in latest.keys.sorted() { try sink.write(frameIndex: frame, masks: try masks(frame)) }
+        try sink.finish()
+
+        if let overlay {
+            let markers = QuickPrompts.markers(actions)
+            let reader = try VideoFrameReader(path: video, limit: limit)
+            let writer = try OverlayWriter(path: overlay, width: w, height: h, fps: reader.fps)
+            while let frame = try reader.nextFrame() {
+                let m = markers[frame.index]
+                try writer.append(frame: frame, masks: try masks(frame.index), points: m?.points ?? [], boxes: m?.boxes ?? [])
+            }
+            try writer.finish()
+        }
+        let elapsed = Date().timeIntervalSince(started)
+        let objects = Set(latest.values.flatMap { $0.map(\.objectId) }).sorted()
+        print(String(format: "tracked %d object%@ over %d of %d frames in %.1f s (%d image-encoder passes); masks in %@%@",
+                     objects.count, objects.count == 1 ? "" : "s", latest.count, source.frameCount, elapsed,
+                     progress.count, output, overlay.map { ", overlay \($0)" } ?? ""))
+    }
+
+    /// The output folder must be new or empty unless --overwrite.
+    private func prepareOutput() throws {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: output, isDirectory: &isDir) {
+            guard isDir.boolValue else { throw PredictorError("output \(output) exists and is not a folder") }
+            let contents = (try? FileManager.default.contentsOfDirectory(atPath: output)) ?? []
+            if !contents.isEmpty && !overwrite {
+                throw PredictorError("output folder \(output) is not empty; pass --overwrite to replace its files")
+            }
+        } else {
+            try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        }
+    }
+}
+
+/// Where official checkpoints live when --checkpoint is not given.
+enum CheckpointCache {
+    static var directory: String {
+        if let d = ProcessInfo.processInfo.environment["SAM2_CHECKPOINTS"], !d.isEmpty { return d }
+        return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/sam2/checkpoints").path
+    }
+
+    static func path(forModel name: String) throws -> String {
+        let p = "\(directory)/\(name).pt"
+        guard FileManager.default.fileExists(atPath: p) else {
+            throw PredictorError("no checkpoint for \(name) at \(p); fetch it with Scripts/download_checkpoints.sh \(name) (or pass --checkpoint FILE)")
+        }
+        return p
+    }
+}
+
+/// The quick form's `--frame` groups, read in command-line order.
+enum QuickPrompts {
+    struct Group { var frame: Int; var obj = 1; var points: [[Double]] = []; var labels: [Int] = []; var box: [Double]? }
+
+    static func actions(from args: [String], forwardOnly: Bool) throws -> [PromptAction] {
+        var groups = [Group]()
+        var i = 0
+        func value(_ flag: String) throws -> String {
+            guard i + 1 < args.count else { throw PredictorError("\(flag) needs a value") }
+            i += 1
+            return args[i]
+        }
+        func numbers(_ s: String, _ n: Int, _ flag: String) throws -> [Double] {
+            let parts = s.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+            guard parts.count == n, parts.allSatisfy({ $0 != nil && $0!.isFinite }) else {
+                throw PredictorError("\(flag) \(s): expected \(n == 2 ? "x,y" : "x0,y0,x1,y1")")
+            }
+            return parts.map { $0! }
+        }
+        while i < args.count {
+            let a = args[i]
+            let (flag, inline) = a.hasPrefix("--") && a.contains("=")
+                ? (String(a.prefix(while: { $0 != "=" })), String(a.drop(while: { $0 != "=" }).dropFirst())) : (a, nil)
+            func v() throws -> String { if let inline { return inline }; return try value(flag) }
+            switch flag {
+            case "--frame":
+                guard let f = Int(try v()) else { throw PredictorError("--frame needs a frame number") }
+                groups.append(Group(frame: f))
+            case "--point", "--neg", "--box", "--obj":
+                let val = try v()
+                guard !groups.isEmpty else { throw PredictorError("\(flag) must follow a --frame N that it applies to") }
+                switch flag {
+                case "--point", "--neg":
+                    groups[groups.count - 1].points.append(try numbers(val, 2, flag))
+                    groups[groups.count - 1].labels.append(flag == "--point" ? 1 : 0)
+                case "--box":
+                    guard groups[groups.count - 1].box == nil else { throw PredictorError("one --box per --frame group") }
+                    groups[groups.count - 1].box = try numbers(val, 4, flag)
+                default:
+                    guard let o = Int(val) else { throw PredictorError("--obj needs an integer object id") }
+                    groups[groups.count - 1].obj = o
+                }
+            default:
+                // Options taking a value that are not prompts: skip their value.
+                if ["--prompts", "--model", "--config", "--checkpoint", "--output", "-o", "--format", "--overlay", "--limit"].contains(flag) && inline == nil { i += 1 }
+            }
+            i += 1
+        }
+        var actions = [PromptAction]()
+        for (n, g) in groups.enumerated() {
+            if g.points.isEmpty && g.box == nil { throw PredictorError("--frame \(g.frame) has no --point, --neg or --box") }
+            if let b = g.box {
+                actions.append(.box(frame: g.frame, obj: g.obj, box: b, points: g.points, labels: g.labels))
+            } else {
+                actions.append(.points(frame: g.frame, obj: g.obj, points: g.points, labels: g.labels, clearOld: true))
+            }
+            actions.append(.propagate(start: nil, reverse: false, max: nil))
+            // Frames before the earliest prompt are tracked backward from it.
+            let earliest = groups[0...n].map(\.frame).min()!
+            if !forwardOnly && earliest > 0 { actions.append(.propagate(start: nil, reverse: true, max: nil)) }
+        }
+        return actions
+    }
+
+    /// Prompt markers per frame for the overlay video.
+    static func markers(_ actions: [PromptAction]) -> [Int: (points: [(x: Double, y: Double, positive: Bool)], boxes: [(Double, Double, Double, Double)])] {
+        var m = [Int: (points: [(x: Double, y: Double, positive: Bool)], boxes: [(Double, Double, Double, Double)])]()
+        for a in actions {
+            switch a {
+            case let .points(frame, _, pts, labels, _):
+                m[frame, default: ([], [])].points += zip(pts, labels).map { ($0[0], $0[1], $1 == 1) }
+            case let .box(frame, _, b, pts, labels):
+                m[frame, default: ([], [])].boxes.append((b[0], b[1], b[2], b[3]))
+                m[frame, default: ([], [])].points += zip(pts, labels).map { ($0[0], $0[1], $1 == 1) }
+            default: break
+            }
+        }
+        return m
+    }
+}
+
+/// A one-line progress bar with frames/s and ETA on a terminal; silent when stderr is piped.
+final class Progress {
+    let total: Int
+    private(set) var count = 0
+    private let start = Date()
+    private let enabled = isatty(2) != 0
+
+    init(total: Int) { self.total = total }
+
+    func tick() {
+        count += 1
+        guard enabled else { return }
+        let elapsed = Date().timeIntervalSince(start)
+        let rate = Double(count) / max(elapsed, 1e-9)
+        let remaining = max(total - count, 0)
+        let eta = rate > 0 ? Double(remaining) / rate : 0
+        let width = 30, done = min(width, total > 0 ? width * min(count, total) / total : width)
+        let bar = String(repeating: "#", count: done) + String(repeating: " ", count: width - done)
+        let line = String(format: "\r[%@] %d/%d frames  %.2f fps  ETA %@ ", bar, min(count, total), total, rate, Progress.clock(eta))
+        FileHandle.standardError.write(line.data(using: .utf8)!)
+    }
+
+    func finish() {
+        if enabled && count > 0 { FileHandle.standardError.write("\n".data(using: .utf8)!) }
+    }
+
+    static func clock(_ s: Double) -> String {
+        let t = Int(s.rounded())
+        return t >= 3600 ? String(format: "%dh%02dm", t / 3600, (t % 3600) / 60) : String(format: "%dm%02ds", t / 60, t % 60)
+    }
+}
