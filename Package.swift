@@ -20,8 +20,10 @@ let package = Package(
         .systemLibrary(name: "CFFmpeg", pkgConfig: "libavformat",
                        providers: [.apt(["libavformat-dev", "libavcodec-dev", "libswscale-dev", "libavutil-dev"])]),
 
+        // Pointwise hot loops (softmax, GELU) in C, so they vectorise.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
         // Float32 tensors and the few fast kernels everything else leans on.
-        .target(name: "SAM2Tensor", dependencies: ["CBLAS"],
+        .target(name: "SAM2Tensor", dependencies: ["CBLAS", "CKernels"],
                 swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
         // Official checkpoints (.pt, .safetensors) and model configs (YAML).
         .target(name: "SAM2Checkpoint", dependencies: ["SAM2Tensor", "Yams"]),

@@ -83,10 +83,12 @@ struct HieraBlock {
                 }
                 if let q {
                     q.data.withUnsafeBufferPointer { pq in
-                        for win in 0..<b { run(pq.baseAddress! + win * nq * dimOut, dimOut, win) }
+                        let base = pq.baseAddress!
+                        Parallelism.independentTasks(b) { win in run(base + win * nq * dimOut, dimOut, win) }
                     }
                 } else {
-                    for win in 0..<b { run(pk.baseAddress! + win * n * ld, ld, win) }
+                    let base = pk.baseAddress!
+                    Parallelism.independentTasks(b) { win in run(base + win * n * ld, ld, win) }
                 }
             }
         }

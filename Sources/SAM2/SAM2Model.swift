@@ -31,6 +31,17 @@ public final class SAM2Model {
     /// way on one element (a 2⁻⁸ step) cannot hide or fake a difference further down.
     public var memoryFeaturesOverride: ((Tensor) -> Tensor)?
 
+    /// Wall time spent per stage (image_encoder, memory_attention, mask_decoder, memory_encoder), for benchmarks.
+    public var stageSeconds: [String: Double] = [:]
+
+    @inline(__always)
+    func timed<T>(_ stage: String, _ body: () -> T) -> T {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let r = body()
+        stageSeconds[stage, default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        return r
+    }
+
     public let hiddenDim: Int
     public let memDim: Int
     public var imageSize: Int { config.imageSize }
@@ -83,7 +94,7 @@ public final class SAM2Model {
     /// The same, also returning the trunk outputs and the un-projected FPN levels (for parity tests).
     public func encodeImageWithIntermediates(_ image: Tensor) -> (features: BackboneFeatures, trunk: [Tensor], fpn: [Tensor]) {
         precondition(image.shape == [3, imageSize, imageSize], "image must be [3, \(imageSize), \(imageSize)], got \(image.shape)")
-        let (trunk, fpn, pos) = imageEncoder(image)
+        let (trunk, fpn, pos) = timed("image_encoder") { imageEncoder(image) }
         if let trace {
             trace("trunk", Dictionary(uniqueKeysWithValues: trunk.enumerated().map { ("out\($0)", $1) }))
             var t = ["vision_features": fpn[fpn.count - 1]]
@@ -121,9 +132,11 @@ public final class SAM2Model {
             maskPrompt = maskInputs.shape[1] == side && maskInputs.shape[2] == side
                 ? maskInputs : Interpolate.bilinearAntialiased(maskInputs, height: side, width: side)
         }
-        let (sparse, dense) = promptEncoder(points: pts, mask: maskPrompt)
-        let dec = maskDecoder(image: features, imagePE: promptEncoder.densePE, sparse: sparse, dense: dense,
-                              multimask: multimask, highRes: highRes)
+        let (sparse, dense, dec) = timed("mask_decoder") { () -> (Tensor, Tensor, MaskDecoderOutput) in
+            let (sparse, dense) = promptEncoder(points: pts, mask: maskPrompt)
+            return (sparse, dense, maskDecoder(image: features, imagePE: promptEncoder.densePE, sparse: sparse, dense: dense,
+                                               multimask: multimask, highRes: highRes))
+        }
         trace?("prompt_encoder", ["out0": sparse, "out1": dense])
         trace?("mask_decoder", ["out0": dec.masks, "out1": Tensor(shape: [dec.ious.count], data: dec.ious),
                                 "out2": dec.samTokens, "out3": Tensor(shape: [1], data: [dec.objectScoreLogit])])

@@ -92,7 +92,7 @@ extension SAM2Model {
         var mask = binarize ? highResMasks.map { $0 > 0 ? 1 : 0 } : highResMasks.sigmoid()
         if scale != 1 { mask = mask.map { $0 * scale } }
         if bias != 0 { mask = mask.map { $0 + bias } }
-        var (feats, pos) = memoryEncoder(pixFeat: f.backbone.visionFeatures, mask: mask)
+        var (feats, pos) = timed("memory_encoder") { memoryEncoder(pixFeat: f.backbone.visionFeatures, mask: mask) }
         trace?("memory_encoder", ["vision_features": feats, "vision_pos_enc.0": pos])
         if let memoryFeaturesOverride { feats = memoryFeaturesOverride(feats) }
         if let noObjEmbedSpatial, !(objectScoreLogit > 0) {
@@ -190,8 +190,10 @@ extension SAM2Model {
         }
         let memory = Tensor.concatRows(mems)
         let memoryPos = Tensor.concatRows(poss)
-        let out = memoryAttention(current: f.visionTokens, currentPos: f.visionPosTokens, memory: memory, memoryPos: memoryPos,
-                                  objectPointerTokens: objectPointerTokens)
+        let out = timed("memory_attention") {
+            memoryAttention(current: f.visionTokens, currentPos: f.visionPosTokens, memory: memory, memoryPos: memoryPos,
+                            objectPointerTokens: objectPointerTokens)
+        }
         trace?("memory_attention", ["out": out])
         return out.tokensToCHW(height: f.height, width: f.width)
     }

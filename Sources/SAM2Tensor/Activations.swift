@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Pointwise nonlinearities, in the exact forms PyTorch uses.
@@ -17,10 +18,8 @@ extension Tensor {
     public func gelu() -> Tensor {
         var out = self
         out.data.withUnsafeMutableBufferPointer { p in
-            for i in 0..<p.count {
-                let v = p[i]
-                p[i] = 0.5 * v * (1 + erff(v * 0.70710678118654752440))
-            }
+            let base = p.baseAddress!
+            parallelChunks(p.count) { r in sam2_gelu(base + r.lowerBound, r.count) }
         }
         return out
     }
@@ -45,14 +44,5 @@ extension Tensor {
 /// Softmax of `n` values in place (max-subtracted, as PyTorch does).
 @inline(__always)
 public func softmaxInPlace(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
-    var m = -Float.infinity
-    for j in 0..<n where p[j] > m { m = p[j] }
-    var s: Float = 0
-    for j in 0..<n {
-        let e = expf(p[j] - m)
-        p[j] = e
-        s += e
-    }
-    let inv = 1 / s
-    for j in 0..<n { p[j] *= inv }
+    sam2_softmax_rows(p, 1, n)
 }

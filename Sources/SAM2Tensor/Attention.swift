@@ -46,7 +46,8 @@ public enum Attention {
                     GEMM.sgemm(transB: true, m: rows, n: nk, k: d, alpha: s,
                                a: q + r0 * ldq + h * d, lda: ldq, b: k + h * d, ldb: ldk,
                                c: ps.baseAddress!, ldc: nk)
-                    for r in 0..<rows { softmaxInPlace(ps.baseAddress! + r * nk, nk) }
+                    let scores = ps.baseAddress!
+                    parallelFor(rows, minimumPerThread: max(1, 16384 / max(nk, 1))) { r in softmaxInPlace(scores + r * nk, nk) }
                     GEMM.sgemm(m: rows, n: dv, k: nk, a: ps.baseAddress!, lda: nk,
                                b: v + h * dv, ldb: ldv, c: out + r0 * ldo + h * dv, ldc: ldo)
                     r0 += rows

@@ -2,6 +2,9 @@ import CBLAS
 
 /// Matrix products on OpenBLAS's `cblas_sgemm`: the one kernel almost all of SAM 2's time goes to.
 public enum GEMM {
+    /// Floating-point operations issued through sgemm so far (2·m·n·k each), for benchmarks.
+    nonisolated(unsafe) public static var flops: Double = 0
+
     /// `C[m,n] = alpha * op(A) · op(B) + beta * C`, row-major, on raw pointers with leading dimensions.
     @inline(__always)
     public static func sgemm(transA: Bool = false, transB: Bool = false,
@@ -9,6 +12,7 @@ public enum GEMM {
                              a: UnsafePointer<Float>, lda: Int,
                              b: UnsafePointer<Float>, ldb: Int,
                              beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        flops += 2 * Double(m) * Double(n) * Double(k)
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
@@ -63,8 +67,10 @@ public enum GEMM {
         return Tensor(shape: shape, data: out)
     }
 
-    /// Use `n` OpenBLAS threads (0 = OpenBLAS's own choice).
+    /// Use `n` OpenBLAS threads.
     public static func setThreads(_ n: Int) {
         if n > 0 { openblas_set_num_threads(Int32(n)) }
     }
+
+    public static var threads: Int { Int(openblas_get_num_threads()) }
 }

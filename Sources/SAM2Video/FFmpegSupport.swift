@@ -99,10 +99,6 @@ enum FF {
         }
         return f
     }
-
-    static func freeFrame(_ frame: inout UnsafeMutablePointer<AVFrame>?) {
-        av_frame_free(&frame)
-    }
 }
 
 /// A cached swscale context that converts (and optionally resizes) frames.
@@ -112,9 +108,14 @@ enum FF {
 /// way the ffmpeg CLI's scale filter does, so results match `ffmpeg -vf scale`.
 final class Scaler {
     private var context: OpaquePointer?
-    // Plain bicubic, as the ffmpeg CLI converts when extracting frames (`ffmpeg -i v.mp4 %05d.png`,
-    // the official way to feed SAM 2): with these flags our RGB equals the official loader's input.
-    static let flags = SWS_BICUBIC
+    static let flags = SWS_BICUBIC | SWS_FULL_CHR_H_INT | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INP
+    /// What the ffmpeg CLI uses when it converts frames to RGB (`ffmpeg -i v.mp4 %05d.png`, the
+    /// official way to feed SAM 2 a video): plain bicubic. Display frames use it, so the RGB we
+    /// resize for the model is bit-identical to the official loader's.
+    static let cliFlags = SWS_BICUBIC
+    private let flags: Int32
+
+    init(flags: Int32 = Scaler.flags) { self.flags = flags }
 
     deinit { sws_freeContext(context) }
 
@@ -126,7 +127,7 @@ final class Scaler {
         context = sws_getCachedContext(context,
                                        src.pointee.width, src.pointee.height, srcFormat,
                                        dst.pointee.width, dst.pointee.height, dstFormat,
-                                       Scaler.flags, nil, nil, nil)
+                                       flags, nil, nil, nil)
         guard let context else { return false }
 
         if let desc = av_pix_fmt_desc_get(srcFormat),

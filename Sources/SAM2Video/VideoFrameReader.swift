@@ -109,7 +109,7 @@ public final class VideoFrameReader {
     private var stream: StreamDecoder?
     private let imageFiles: [String]
     private var produced = 0
-    private let displayScaler = Scaler()
+    private let displayScaler = Scaler(flags: Scaler.cliFlags)
     private let modelScaler = Scaler()
     private var displayBuffer: OwnedFrame?
     private var modelBuffer: OwnedFrame?

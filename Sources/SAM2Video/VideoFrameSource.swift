@@ -18,6 +18,8 @@ public final class VideoFrameSource: FrameSource {
     private let cacheFD: Int32
     private var cachedSize = 0
     private var decoded = 0
+    private var lastBytes: [UInt8]?
+    private var warnedShort = false
     /// The most recent model input, reused when asked twice in a row.
     private var last: (index: Int, size: Int, tensor: Tensor)?
 
@@ -44,10 +46,21 @@ public final class VideoFrameSource: FrameSource {
         let frameBytes = size * size * 3
         var tensor: Tensor? = nil
         while decoded <= index {
-            guard let frame = try reader.nextFrame() else {
-                throw VideoError.invalidArgument(path: reader.path, reason: "the video ended at frame \(decoded), before frame \(index)")
+            let bytes: [UInt8]
+            if let frame = try reader.nextFrame() {
+                bytes = PILResize.resizeRGB(frame.rgb, width: frame.width, height: frame.height, outWidth: size, outHeight: size)
+                lastBytes = bytes
+            } else if let lastBytes {
+                // Undecodable packets were skipped (the reader warned): the stream ends early.
+                // Repeat the last good frame so every index up to frameCount exists.
+                if !warnedShort {
+                    FileHandle.standardError.write("sam2: warning: \(reader.path): \(frameCount - decoded) frame(s) could not be decoded; repeating the last good frame in their place\n".data(using: .utf8)!)
+                    warnedShort = true
+                }
+                bytes = lastBytes
+            } else {
+                throw VideoError.invalidArgument(path: reader.path, reason: "no frame could be decoded")
             }
-            let bytes = PILResize.resizeRGB(frame.rgb, width: frame.width, height: frame.height, outWidth: size, outHeight: size)
             let written = bytes.withUnsafeBytes { pwrite(cacheFD, $0.baseAddress, frameBytes, off_t(decoded * frameBytes)) }
             guard written == frameBytes else {
                 throw VideoError.invalidArgument(path: reader.path, reason: "cannot write the frame cache (disk full?)")

@@ -88,7 +88,7 @@ enum VideoTestSupport {
     static func cliRGB(_ path: String, frames: Int = 1, filter: String? = nil) throws -> [UInt8] {
         let tool = try requireFFmpeg()
         var args = ["-v", "error", "-i", path, "-frames:v", String(frames)]
-        args += ["-vf", filter ?? "scale=flags=\(exactFlags)"]
+        args += ["-vf", filter ?? "scale=flags=bicubic"]  // display frames: the CLI's own default conversion
         args += ["-pix_fmt", "rgb24", "-f", "rawvideo", "-"]
         let result = try run(tool, args)
         guard result.status == 0 else { throw XCTSkip("ffmpeg could not decode \(path): \(result.stderr)") }

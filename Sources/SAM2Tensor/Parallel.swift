@@ -1,0 +1,58 @@
+import Dispatch
+import Foundation
+
+/// Run `body(i)` for i in 0..<count on up to two threads (this machine's cores; OpenBLAS
+/// calls made inside are small and single-threaded, so nothing is oversubscribed).
+@inline(__always)
+public func parallelFor(_ count: Int, minimumPerThread: Int = 1, _ body: (Int) -> Void) {
+    let threads = Parallelism.inParallelRegion ? 1 : min(Parallelism.threads, max(1, count / max(minimumPerThread, 1)))
+    if threads <= 1 {
+        for i in 0..<count { body(i) }
+        return
+    }
+    DispatchQueue.concurrentPerform(iterations: threads) { t in
+        var i = t
+        while i < count { body(i); i += threads }
+    }
+}
+
+/// Split `0..<count` into one contiguous chunk per thread.
+@inline(__always)
+public func parallelChunks(_ count: Int, minimumChunk: Int = 4096, _ body: (Range<Int>) -> Void) {
+    let threads = Parallelism.inParallelRegion ? 1 : min(Parallelism.threads, max(1, count / minimumChunk))
+    if threads <= 1 { body(0..<count); return }
+    let step = (count + threads - 1) / threads
+    DispatchQueue.concurrentPerform(iterations: threads) { t in
+        let lo = t * step, hi = min(count, lo + step)
+        if lo < hi { body(lo..<hi) }
+    }
+}
+
+public enum Parallelism {
+    /// Worker threads for pointwise kernels and small batched GEMMs.
+    nonisolated(unsafe) public static var threads = max(1, min(ProcessInfoCores.count, 8))
+    /// True while `independentTasks` runs: nested kernels then stay on their own thread.
+    nonisolated(unsafe) public private(set) static var inParallelRegion = false
+
+    /// Run many small independent tasks (e.g. attention windows) on all cores, with OpenBLAS
+    /// single-threaded meanwhile so the cores are not oversubscribed.
+    public static func independentTasks(_ count: Int, _ body: (Int) -> Void) {
+        if count <= 1 || threads <= 1 || inParallelRegion {
+            for i in 0..<count { body(i) }
+            return
+        }
+        let blas = GEMM.threads
+        GEMM.setThreads(1)
+        inParallelRegion = true
+        parallelFor(count, body)
+        inParallelRegion = false
+        GEMM.setThreads(blas)
+    }
+}
+
+enum ProcessInfoCores {
+    static var count: Int {
+        let n = sysconf(Int32(_SC_NPROCESSORS_ONLN))
+        return n > 0 ? Int(n) : 1
+    }
+}

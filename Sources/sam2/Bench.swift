@@ -1,0 +1,119 @@
+import ArgumentParser
+import Foundation
+import SAM2
+import SAM2Checkpoint
+import SAM2Tensor
+import SAM2Video
+
+/// `sam2 bench`: per-stage tracking time, achieved GFLOP/s against the sgemm rate measured in the
+/// same run, click-to-mask latency, model load time and peak RSS.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmark tracking (release builds): per-stage times, GFLOP/s vs. sgemm, click latency, peak RSS.")
+
+    @Option(help: "Video to track through.") var video: String
+    @Option(help: "Frames to track (the first is the prompted frame).") var frames: Int = 8
+    @Option(help: "Model config YAML.") var config: String?
+    @Option(help: "Model name (default sam2.1_hiera_tiny).") var model: String?
+    @Option(help: "Checkpoint file.") var checkpoint: String?
+    @Option(help: "Click x,y on frame 0 (default: the frame's centre).") var point: String?
+
+    func run() throws {
+        do { try bench() } catch { fail("\(error)") }
+    }
+
+    private func bench() throws {
+        #if DEBUG
+        FileHandle.standardError.write("warning: this is a debug build; benchmark a release build (swift build -c release)\n".data(using: .utf8)!)
+        #endif
+        let sgemm = measureSGEMM()
+        let cfg = try config.map { try SAM2Config.load(path: $0) } ?? SAM2Config.named(model ?? "sam2.1_hiera_tiny")
+        let ckpt = try checkpoint ?? CheckpointCache.path(forModel: SAM2Config.canonicalModelName(model ?? "sam2.1_hiera_tiny") ?? "")
+        var t0 = Date()
+        let tensors = try Checkpoint.load(path: ckpt)
+        let loadSeconds = Date().timeIntervalSince(t0)
+        let net = try SAM2Model(config: cfg, weights: tensors)
+        let buildSeconds = Date().timeIntervalSince(t0)
+
+        let source = TimedSource(try VideoFrameSource(path: video, limit: frames))
+        let predictor = VideoPredictor(model: net, source: source)
+        let w = Double(source.videoWidth), h = Double(source.videoHeight)
+        let p = point.map { $0.split(separator: ",").compactMap { Double($0) } } ?? [w / 2, h / 2]
+        guard p.count == 2 else { throw PredictorError("--point needs x,y") }
+
+        t0 = Date()
+        try predictor.addPoints(frame: 0, objectId: 1, points: [(p[0], p[1])], labels: [1])
+        let firstClick = Date().timeIntervalSince(t0)
+        // Click to mask on a frame whose embedding is cached.
+        t0 = Date()
+        try predictor.addPoints(frame: 0, objectId: 1, points: [(p[0], p[1]), (p[0] * 0.5, p[1] * 0.5)], labels: [1, 0])
+        let cachedClick = Date().timeIntervalSince(t0)
+
+        var perFrame = [Double](), stages = [[String: Double]](), flops = [Double](), decode = [Double]()
+        var last = Date(), lastStages = net.stageSeconds, lastFlops = GEMM.flops, lastDecode = source.seconds
+        try predictor.propagate { r in
+            let now = Date()
+            if r.frameIndex > 0 {
+                perFrame.append(now.timeIntervalSince(last))
+                stages.append(net.stageSeconds.merging(lastStages) { $0 - $1 })
+                flops.append(GEMM.flops - lastFlops)
+                decode.append(source.seconds - lastDecode)
+            }
+            last = now; lastStages = net.stageSeconds; lastFlops = GEMM.flops; lastDecode = source.seconds
+        }
+        guard !perFrame.isEmpty else { throw PredictorError("need at least 2 frames to time tracking") }
+        func median(_ v: [Double]) -> Double { let s = v.sorted(); return s[s.count / 2] }
+        let med = median(perFrame)
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; sgemm \(String(format: "%.1f", sgemm)) GFLOP/s (1024^3, measured now)")
+        print(String(format: "checkpoint load %.3f s, model build %.3f s", loadSeconds, buildSeconds))
+        print(String(format: "first click (image encoder + decoder) %.3f s; click on a cached frame %.1f ms", firstClick, cachedClick * 1000))
+        print("stage               median s/frame")
+        print(String(format: "decode+preprocess   %.3f", median(decode)))
+        for s in ["image_encoder", "memory_attention", "mask_decoder", "memory_encoder"] {
+            print(s.padding(toLength: 20, withPad: " ", startingAt: 0) + String(format: "%.3f", median(stages.map { $0[s] ?? 0 })))
+        }
+        let gf = median(flops) / 1e9
+        print(String(format: "tracking per frame: median %.3f s, mean %.3f s over %d frames; %.0f GFLOP/frame in sgemm -> %.1f GFLOP/s (%.0f%% of sgemm)",
+                     med, perFrame.reduce(0, +) / Double(perFrame.count), perFrame.count, gf, gf / med, 100 * gf / med / sgemm))
+        print(String(format: "peak RSS %.0f MB", peakRSSMegabytes()))
+        print(String(format: "RESULT median_s_per_frame=%.4f", med))
+    }
+
+    private func measureSGEMM() -> Double {
+        let n = 1024
+        let a = [Float](repeating: 0.5, count: n * n), b = a
+        var c = [Float](repeating: 0, count: n * n)
+        var best = 0.0
+        for _ in 0..<5 {
+            let t0 = Date()
+            a.withUnsafeBufferPointer { pa in b.withUnsafeBufferPointer { pb in c.withUnsafeMutableBufferPointer { pc in
+                GEMM.sgemm(m: n, n: n, k: n, a: pa.baseAddress!, lda: n, b: pb.baseAddress!, ldb: n, c: pc.baseAddress!, ldc: n)
+            } } }
+            best = max(best, 2 * Double(n * n * n) / Date().timeIntervalSince(t0) / 1e9)
+        }
+        GEMM.flops = 0
+        return best
+    }
+}
+
+/// Peak resident set size (VmHWM) of this process.
+func peakRSSMegabytes() -> Double {
+    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }) else { return 0 }
+    return (Double(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) / 1024
+}
+
+/// A frame source that times its own decoding and preprocessing.
+final class TimedSource: FrameSource {
+    let inner: FrameSource
+    private(set) var seconds = 0.0
+    init(_ inner: FrameSource) { self.inner = inner }
+    var frameCount: Int { inner.frameCount }
+    var videoWidth: Int { inner.videoWidth }
+    var videoHeight: Int { inner.videoHeight }
+    func modelInput(at index: Int, size: Int) throws -> Tensor {
+        let t0 = Date()
+        defer { seconds += Date().timeIntervalSince(t0) }
+        return try inner.modelInput(at: index, size: size)
+    }
+}
