@@ -1,9 +1,12 @@
 #include "ckernels.h"
 #include <stdint.h>
 #include <string.h>
+#include <math.h>
 
-// exp to about 1 ulp: Cephes' polynomial on [-ln2/2, ln2/2] and a 2^n scale built from bits.
-// Branch-free so the loops below vectorise.
+// ---------------------------------------------------------------------------------------------
+// Scalar reference versions (any CPU). exp to about 1 ulp: Cephes' polynomial on [-ln2/2, ln2/2]
+// and a 2^n scale built from bits; erf as PyTorch's vectorised CPU code (A&S 7.1.26).
+
 static inline float exp_poly(float v) {
     float x = v < -87.3f ? -87.3f : (v > 88.3f ? 88.3f : v);
     float fx = x * 1.44269504088896341f + 0.5f;
@@ -36,45 +39,178 @@ static inline float erf_as(float v) {
     return v < 0 ? -e : e;
 }
 
-#define KERNELS(SUFFIX, ATTR)                                                      \
-    ATTR static void softmax_rows_##SUFFIX(float *x, size_t rows, size_t n) {       \
-        for (size_t r = 0; r < rows; r++) {                                         \
-            float *p = x + r * n;                                                   \
-            float m = p[0];                                                         \
-            for (size_t j = 1; j < n; j++) m = p[j] > m ? p[j] : m;                 \
-            float s = 0;                                                            \
-            for (size_t j = 0; j < n; j++) { float e = exp_poly(p[j] - m); p[j] = e; s += e; } \
-            float inv = 1.0f / s;                                                   \
-            for (size_t j = 0; j < n; j++) p[j] *= inv;                             \
-        }                                                                           \
-    }                                                                               \
-    ATTR static void gelu_##SUFFIX(float *x, size_t n) {                            \
-        for (size_t i = 0; i < n; i++) {                                            \
-            float v = x[i];                                                         \
-            x[i] = v * 0.5f * (1.0f + erf_as(v * 0.70710678118654752440f));        \
-        }                                                                           \
+static void softmax_rows_generic(float *x, size_t rows, size_t n) {
+    for (size_t r = 0; r < rows; r++) {
+        float *p = x + r * n;
+        float m = p[0];
+        for (size_t j = 1; j < n; j++) m = p[j] > m ? p[j] : m;
+        float s = 0;
+        for (size_t j = 0; j < n; j++) { float e = exp_poly(p[j] - m); p[j] = e; s += e; }
+        float inv = 1.0f / s;
+        for (size_t j = 0; j < n; j++) p[j] *= inv;
     }
+}
 
+static void online_generic(float *s, size_t rows, size_t n, size_t lds,
+                           float *m, float *l, float *o, size_t ldo, size_t dv) {
+    for (size_t r = 0; r < rows; r++) {
+        float *p = s + r * lds;
+        float mx = p[0];
+        for (size_t j = 1; j < n; j++) mx = p[j] > mx ? p[j] : mx;
+        float mnew = mx > m[r] ? mx : m[r];
+        float sum = 0;
+        for (size_t j = 0; j < n; j++) { float e = exp_poly(p[j] - mnew); p[j] = e; sum += e; }
+        if (mnew > m[r]) {
+            float alpha = exp_poly(m[r] - mnew);
+            float *orow = o + r * ldo;
+            for (size_t j = 0; j < dv; j++) orow[j] *= alpha;
+            l[r] = l[r] * alpha + sum;
+            m[r] = mnew;
+        } else {
+            l[r] += sum;
+        }
+    }
+}
+
+static void gelu_generic(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = v * 0.5f * (1.0f + erf_as(v * 0.70710678118654752440f));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX2 + FMA versions, chosen at run time when the CPU has them.
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-KERNELS(avx2, __attribute__((target("avx2,fma"))))
+#include <immintrin.h>
+#define AVX2 __attribute__((target("avx2,fma")))
+
+AVX2 static inline __m256 exp8(__m256 v) {
+    __m256 x = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fmadd_ps(fx, _mm256_set1_ps(2.12194440e-4f), x);
+    __m256 z = _mm256_mul_ps(x, x);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_add_ps(_mm256_fmadd_ps(y, z, x), _mm256_set1_ps(1.0f));
+    __m256i n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+}
+
+AVX2 static inline float hmax8(__m256 v) {
+    __m128 a = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_max_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_max_ss(a, _mm_shuffle_ps(a, a, 1));
+    return _mm_cvtss_f32(a);
+}
+
+AVX2 static inline float hsum8(__m256 v) {
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_shuffle_ps(a, a, 1));
+    return _mm_cvtss_f32(a);
+}
+
+AVX2 static float row_max(const float *p, size_t n) {
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(p + j));
+    float m = hmax8(mv);
+    for (; j < n; j++) m = p[j] > m ? p[j] : m;
+    return m;
+}
+
+/// p[j] = exp(p[j] - m); returns the sum.
+AVX2 static float row_exp_sum(float *p, size_t n, float m) {
+    __m256 mm = _mm256_set1_ps(m), sv = _mm256_setzero_ps();
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p + j), mm));
+        _mm256_storeu_ps(p + j, e);
+        sv = _mm256_add_ps(sv, e);
+    }
+    float s = hsum8(sv);
+    for (; j < n; j++) { float e = exp_poly(p[j] - m); p[j] = e; s += e; }
+    return s;
+}
+
+AVX2 static void row_scale(float *p, size_t n, float k) {
+    __m256 kv = _mm256_set1_ps(k);
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(p + j, _mm256_mul_ps(_mm256_loadu_ps(p + j), kv));
+    for (; j < n; j++) p[j] *= k;
+}
+
+AVX2 static void softmax_rows_avx2(float *x, size_t rows, size_t n) {
+    for (size_t r = 0; r < rows; r++) {
+        float *p = x + r * n;
+        float s = row_exp_sum(p, n, row_max(p, n));
+        row_scale(p, n, 1.0f / s);
+    }
+}
+
+AVX2 static void online_avx2(float *s, size_t rows, size_t n, size_t lds,
+                             float *m, float *l, float *o, size_t ldo, size_t dv) {
+    for (size_t r = 0; r < rows; r++) {
+        float *p = s + r * lds;
+        float mx = row_max(p, n);
+        float mnew = mx > m[r] ? mx : m[r];
+        float sum = row_exp_sum(p, n, mnew);
+        if (mnew > m[r]) {
+            float alpha = exp_poly(m[r] - mnew);
+            row_scale(o + r * ldo, dv, alpha);
+            l[r] = l[r] * alpha + sum;
+            m[r] = mnew;
+        } else {
+            l[r] += sum;
+        }
+    }
+}
+
+AVX2 static void gelu_avx2(float *x, size_t n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 u = _mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752440f));
+        __m256 sgn = _mm256_and_ps(sign, u);
+        __m256 a = _mm256_xor_ps(sgn, u);
+        __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, one));
+        __m256 r = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t, _mm256_set1_ps(-1.453152027f));
+        r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(1.421413741f));
+        r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-0.284496736f));
+        r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.254829592f));
+        __m256 e = exp8(_mm256_xor_ps(sign, _mm256_mul_ps(u, u)));
+        __m256 erfv = _mm256_xor_ps(sgn, _mm256_fnmadd_ps(_mm256_mul_ps(r, t), e, one));
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(v, _mm256_set1_ps(0.5f)), _mm256_add_ps(one, erfv)));
+    }
+    gelu_generic(x + i, n - i);
+}
+
 static int has_avx2(void) {
     static int cached = -1;
     if (cached < 0) { __builtin_cpu_init(); cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
     return cached;
 }
+#define DISPATCH(call_avx2, call_generic) do { if (has_avx2()) { call_avx2; } else { call_generic; } } while (0)
+#else
+#define DISPATCH(call_avx2, call_generic) do { call_generic; } while (0)
 #endif
-KERNELS(generic, )
 
 void sam2_softmax_rows(float *x, size_t rows, size_t n) {
-#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-    if (has_avx2()) { softmax_rows_avx2(x, rows, n); return; }
-#endif
-    softmax_rows_generic(x, rows, n);
+    DISPATCH(softmax_rows_avx2(x, rows, n), softmax_rows_generic(x, rows, n));
 }
 
 void sam2_gelu(float *x, size_t n) {
-#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-    if (has_avx2()) { gelu_avx2(x, n); return; }
-#endif
-    gelu_generic(x, n);
+    DISPATCH(gelu_avx2(x, n), gelu_generic(x, n));
+}
+
+void sam2_online_softmax_block(float *s, size_t rows, size_t n, size_t lds,
+                               float *m, float *l, float *o, size_t ldo, size_t dv) {
+    DISPATCH(online_avx2(s, rows, n, lds, m, l, o, ldo, dv), online_generic(s, rows, n, lds, m, l, o, ldo, dv));
 }

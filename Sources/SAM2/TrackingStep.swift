@@ -3,26 +3,6 @@ import OrderedCollections
 import SAM2Checkpoint
 import SAM2Tensor
 
-/// One object's result on one frame, as the predictor keeps it (the official "compact" output).
-public struct FrameOutput {
-    /// Memory features `[memDim, h, w]`, rounded to bfloat16 like the official predictor stores them;
-    /// nil until the memory encoder has run on this frame.
-    public var maskmemFeatures: Tensor?
-    /// Low-resolution mask logits `[S/4, S/4]` (`pred_masks`).
-    public var predMasks: Tensor
-    /// Object pointer `[C]`.
-    public var objPtr: Tensor
-    public var objectScoreLogit: Float
-}
-
-/// One object's memory bank: conditioning frames (prompted) and the frames tracked from them,
-/// in insertion order like the official dicts.
-public struct ObjectMemory {
-    public var condFrameOutputs = OrderedDictionary<Int, FrameOutput>()
-    public var nonCondFrameOutputs = OrderedDictionary<Int, FrameOutput>()
-    public init() {}
-}
-
 /// A frame's image features in the form the tracking step consumes.
 public struct FrameFeatures {
     public let backbone: BackboneFeatures

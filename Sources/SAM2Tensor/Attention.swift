@@ -1,3 +1,5 @@
+import CKernels
+
 /// Scaled dot-product attention, blocked over queries so the full score matrix never exists:
 /// each block of queries gets its scores (one sgemm), a row softmax, and its output (one sgemm).
 /// Memory attention at 1024 has 4096 queries against ~28,700 keys; a block of 128 queries needs
@@ -36,21 +38,82 @@ public enum Attention {
                                         queries nq: Int, keys nk: Int, heads: Int, headDim d: Int,
                                         valueHeadDim dv: Int, scale: Float? = nil) {
         let s = scale ?? 1 / Float(d).squareRoot()
+        if nk > keyBlock {
+            flash(q: q, ldq: ldq, k: k, ldk: ldk, v: v, ldv: ldv, out: out, ldo: ldo, queries: nq, keys: nk,
+                  heads: heads, headDim: d, valueHeadDim: dv, scale: s)
+            return
+        }
         let block = max(1, min(nq, scoreBlockFloats / max(nk, 1)))
         var scores = [Float](repeating: 0, count: block * nk)
         scores.withUnsafeMutableBufferPointer { ps in
+            let sp = ps.baseAddress!
             for h in 0..<heads {
                 var r0 = 0
                 while r0 < nq {
                     let rows = min(block, nq - r0)
                     GEMM.sgemm(transB: true, m: rows, n: nk, k: d, alpha: s,
-                               a: q + r0 * ldq + h * d, lda: ldq, b: k + h * d, ldb: ldk,
-                               c: ps.baseAddress!, ldc: nk)
-                    let scores = ps.baseAddress!
-                    parallelFor(rows, minimumPerThread: max(1, 16384 / max(nk, 1))) { r in softmaxInPlace(scores + r * nk, nk) }
-                    GEMM.sgemm(m: rows, n: dv, k: nk, a: ps.baseAddress!, lda: nk,
+                               a: q + r0 * ldq + h * d, lda: ldq, b: k + h * d, ldb: ldk, c: sp, ldc: nk)
+                    parallelChunks(rows, minimumChunk: max(1, 16384 / max(nk, 1))) { r in
+                        sam2_softmax_rows(sp + r.lowerBound * nk, r.count, nk)
+                    }
+                    GEMM.sgemm(m: rows, n: dv, k: nk, a: sp, lda: nk,
                                b: v + h * dv, ldb: ldv, c: out + r0 * ldo + h * dv, ldc: ldo)
                     r0 += rows
+                }
+            }
+        }
+    }
+
+    /// Keys per block of the online-softmax path.
+    public static var keyBlock = 512
+
+    /// Flash-style attention for long key sequences: keys in blocks of `keyBlock` with an online
+    /// softmax (running max and sum per query, output rescaled as the max grows), so each key and
+    /// value block is packed once per query block and the scores stay cache-sized.
+    static func flash(q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int,
+                      v: UnsafePointer<Float>, ldv: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
+                      queries nq: Int, keys nk: Int, heads: Int, headDim d: Int, valueHeadDim dv: Int, scale s: Float) {
+        let kb = keyBlock
+        let qb = max(1, min(nq, scoreBlockFloats / kb))
+        var scores = [Float](repeating: 0, count: qb * kb)
+        var m = [Float](repeating: 0, count: qb), l = [Float](repeating: 0, count: qb)
+        scores.withUnsafeMutableBufferPointer { ps in
+            m.withUnsafeMutableBufferPointer { pm in
+                l.withUnsafeMutableBufferPointer { pl in
+                    let sp = ps.baseAddress!, mp = pm.baseAddress!, lp = pl.baseAddress!
+                    for h in 0..<heads {
+                        var q0 = 0
+                        while q0 < nq {
+                            let rows = min(qb, nq - q0)
+                            let o = out + q0 * ldo + h * dv
+                            for r in 0..<rows {
+                                (o + r * ldo).update(repeating: 0, count: dv)
+                                mp[r] = -.infinity
+                                lp[r] = 0
+                            }
+                            var k0 = 0
+                            while k0 < nk {
+                                let n = min(kb, nk - k0)
+                                GEMM.sgemm(transB: true, m: rows, n: n, k: d, alpha: s,
+                                           a: q + q0 * ldq + h * d, lda: ldq, b: k + k0 * ldk + h * d, ldb: ldk, c: sp, ldc: kb)
+                                parallelChunks(rows, minimumChunk: 64) { r in
+                                    sam2_online_softmax_block(sp + r.lowerBound * kb, r.count, n, kb, mp + r.lowerBound,
+                                                              lp + r.lowerBound, o + r.lowerBound * ldo, ldo, dv)
+                                }
+                                GEMM.sgemm(m: rows, n: dv, k: n, a: sp, lda: kb, b: v + k0 * ldv + h * dv, ldb: ldv,
+                                           beta: 1, c: o, ldc: ldo)
+                                k0 += n
+                            }
+                            parallelChunks(rows, minimumChunk: 64) { r in
+                                for i in r {
+                                    let inv = 1 / lp[i]
+                                    let row = o + i * ldo
+                                    for j in 0..<dv { row[j] *= inv }
+                                }
+                            }
+                            q0 += rows
+                        }
+                    }
                 }
             }
         }

@@ -102,52 +102,51 @@ final class ParityTests: XCTestCase {
     /// prompt encoder, mask decoder, and every memory encoder / memory attention call of the
     /// session, in call order) against ours.
     func testMicroSynthLayerByLayer() throws {
-        let dir = TestPaths.committedFixture
+        let calls = try compareIntermediates(fixture: TestPaths.committedFixture, allModulesUntilStep: 1)
+        XCTAssertEqual(calls["memory_attention"], 29)
+        XCTAssertEqual(calls["memory_encoder"], 31)
+    }
+
+    /// Replay a fixture's session while checking every recorded intermediate, relative to the
+    /// tensor's magnitude. The official memory features are fed forward (`memoryFeaturesOverride`),
+    /// so float32 reduction order is all that differs. The official hooks watch every module during
+    /// the first `allModulesUntilStep` actions, then only the memory modules (nil: always all).
+    /// Returns the number of calls per module.
+    @discardableResult
+    func compareIntermediates(fixture dir: String, allModulesUntilStep: Int? = nil) throws -> [String: Int] {
         let inter = try Safetensors.read(path: "\(dir)/intermediates.safetensors")
-        let config = try SAM2Config.load(path: "\(dir)/config.yaml")
-        let model = try SAM2Model(config: config, checkpointPath: "\(dir)/checkpoint.pt")
-        let frames = try TensorFrames(safetensorsPath: "\(dir)/frames.safetensors")
-        let predictor = VideoPredictor(model: model, source: frames)
-        var calls = [String: Int]()
-        var step = 0
-        var compared = 0
-        var worst = [String: Double]()
+        let model = try SAM2Model(config: try SAM2Config.load(path: "\(dir)/config.yaml"), checkpointPath: "\(dir)/checkpoint.pt")
+        let predictor = VideoPredictor(model: model, source: try TensorFrames(safetensorsPath: "\(dir)/frames.safetensors"))
+        var calls = [String: Int](), worst = [String: Double]()
+        var step = 0, compared = 0, memoryCalls = 0
+        model.memoryFeaturesOverride = { ours in
+            defer { memoryCalls += 1 }
+            guard let ref = inter["memory_encoder.\(memoryCalls).vision_features"] else { return ours }
+            return Tensor(shape: ours.shape, data: try! ref.floats())
+        }
         model.trace = { module, outputs in
             let call = calls[module, default: 0]
             calls[module] = call + 1
-            // The official hooks watch every module during the first action, then only memory modules.
-            if step > 0 && !(module == "memory_encoder" || module == "memory_attention") { return }
+            if let until = allModulesUntilStep, step >= until, module != "memory_encoder", module != "memory_attention" { return }
             for (name, t) in outputs {
                 let key = "\(module).\(call).\(name)"
                 guard let ref = inter[key] else { continue }
                 let r = try! ref.floats()
                 XCTAssertEqual(r.count, t.count, "\(key): \(ref.shape) vs \(t.shape)")
                 guard r.count == t.count else { continue }
-                let scale = max(1, Double(r.map { abs($0) }.max() ?? 0))
-                let d = maxDiff(r, t.data) / scale
+                let d = maxDiff(r, t.data) / max(1, Double(r.map { abs($0) }.max() ?? 0))
                 worst[module] = max(worst[module] ?? 0, d)
-                // Relative to the tensor's magnitude; with the official memory fed forward, float32 reduction order is all that differs.
                 XCTAssertLessThan(d, 2e-4, "\(key) differs by \(d) (relative)")
                 compared += 1
             }
         }
-        // Feed the official memory features forward (see `memoryFeaturesOverride`).
-        var memoryCalls = 0
-        model.memoryFeaturesOverride = { ours in
-            defer { memoryCalls += 1 }
-            guard let ref = inter["memory_encoder.\(memoryCalls).vision_features"] else { return ours }
-            return Tensor(shape: ours.shape, data: try! ref.floats())
-        }
-        let actions = try ActionScript.parse(path: "\(dir)/session.json")
-        for (i, a) in actions.enumerated() {
+        for (i, a) in try ActionScript.parse(path: "\(dir)/session.json").enumerated() {
             step = i
             try predictor.run([a], loadMask: loadMaskForTests) { _, _, _ in }
         }
         print("layer-by-layer worst relative differences: \(worst.sorted { $0.key < $1.key })")
-        // Every intermediate in the file was compared.
         XCTAssertEqual(compared, inter.count, "compared \(compared) of \(inter.count) intermediates")
-        XCTAssertEqual(calls["memory_attention"], 29)
-        XCTAssertEqual(calls["memory_encoder"], 31)
+        return calls
     }
 
     /// The shared fixtures, when `../shared` is present: micro_bedroom (default post-processing,
@@ -174,29 +173,6 @@ final class ParityTests: XCTestCase {
 
     /// tiny_dog's intermediates: the full-size image encoder, mask decoder, memory encoder and attention.
     func testSharedTinyDogIntermediates() throws {
-        let dir = try TestPaths.sharedFixture("tiny_dog")
-        let inter = try Safetensors.read(path: "\(dir)/intermediates.safetensors")
-        let model = try SAM2Model(config: try SAM2Config.load(path: "\(dir)/config.yaml"), checkpointPath: "\(dir)/checkpoint.pt")
-        let predictor = VideoPredictor(model: model, source: try TensorFrames(safetensorsPath: "\(dir)/frames.safetensors"))
-        var calls = [String: Int](), compared = 0
-        var memoryCalls = 0
-        model.memoryFeaturesOverride = { ours in
-            defer { memoryCalls += 1 }
-            guard let ref = inter["memory_encoder.\(memoryCalls).vision_features"] else { return ours }
-            return Tensor(shape: ours.shape, data: try! ref.floats())
-        }
-        model.trace = { module, outputs in
-            let call = calls[module, default: 0]
-            calls[module] = call + 1
-            for (name, t) in outputs {
-                guard let ref = inter["\(module).\(call).\(name)"] else { continue }
-                let r = try! ref.floats()
-                let d = maxDiff(r, t.data) / max(1, Double(r.map { abs($0) }.max() ?? 0))
-                XCTAssertLessThan(d, 2e-4, "\(module).\(call).\(name) differs by \(d) (relative)")
-                compared += 1
-            }
-        }
-        try predictor.run(try ActionScript.parse(path: "\(dir)/session.json"), loadMask: loadMaskForTests) { _, _, _ in }
-        XCTAssertEqual(compared, inter.count)
+        try compareIntermediates(fixture: try TestPaths.sharedFixture("tiny_dog"))
     }
 }

@@ -12,3 +12,13 @@ void sam2_softmax_rows(float *x, size_t rows, size_t n);
 void sam2_gelu(float *x, size_t n);
 
 #endif
+
+#ifndef SAM2_CKERNELS_ONLINE
+#define SAM2_CKERNELS_ONLINE
+/// One key block of online ("flash") softmax for `rows` query rows. `s` holds the block's scaled
+/// scores (`rows x n`, row stride `lds`) and is replaced by exp(s - new max). Per row: running
+/// max `m`, running sum `l`, and the output row `o` (`dv` values, row stride `ldo`) is rescaled
+/// when the max grows. The caller then adds `s · V_block` to `o`.
+void sam2_online_softmax_block(float *s, size_t rows, size_t n, size_t lds,
+                               float *m, float *l, float *o, size_t ldo, size_t dv);
+#endif
