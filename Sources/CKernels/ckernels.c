@@ -214,3 +214,55 @@ void sam2_online_softmax_block(float *s, size_t rows, size_t n, size_t lds,
                                float *m, float *l, float *o, size_t ldo, size_t dv) {
     DISPATCH(online_avx2(s, rows, n, lds, m, l, o, ldo, dv), online_generic(s, rows, n, lds, m, l, o, ldo, dv));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Layer norms. Sums in double (four independent accumulators, so the loops pipeline).
+
+void sam2_layernorm_rows(float *x, size_t rows, size_t n, const float *w, const float *b, float eps) {
+    for (size_t r = 0; r < rows; r++) {
+        float *p = x + r * n;
+        double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        size_t j = 0;
+        for (; j + 4 <= n; j += 4) { s0 += p[j]; s1 += p[j + 1]; s2 += p[j + 2]; s3 += p[j + 3]; }
+        for (; j < n; j++) s0 += p[j];
+        double mean = (s0 + s1 + s2 + s3) / (double)n;
+        double v0 = 0, v1 = 0, v2 = 0, v3 = 0;
+        for (j = 0; j + 4 <= n; j += 4) {
+            double d0 = p[j] - mean, d1 = p[j + 1] - mean, d2 = p[j + 2] - mean, d3 = p[j + 3] - mean;
+            v0 += d0 * d0; v1 += d1 * d1; v2 += d2 * d2; v3 += d3 * d3;
+        }
+        for (; j < n; j++) { double d = p[j] - mean; v0 += d * d; }
+        float rstd = (float)(1.0 / sqrt((v0 + v1 + v2 + v3) / (double)n + (double)eps));
+        float m = (float)mean;
+        for (j = 0; j < n; j++) p[j] = (p[j] - m) * rstd * w[j] + b[j];
+    }
+}
+
+void sam2_layernorm_channels(float *x, size_t c, size_t hw, const float *w, const float *b, float eps) {
+    // Blocks of pixels so the per-pixel statistics stay in cache while channels stream by.
+    enum { B = 256 };
+    double mean[B], var[B];
+    float m[B], rstd[B];
+    for (size_t p0 = 0; p0 < hw; p0 += B) {
+        size_t np = hw - p0 < B ? hw - p0 : B;
+        for (size_t i = 0; i < np; i++) { mean[i] = 0; var[i] = 0; }
+        for (size_t ch = 0; ch < c; ch++) {
+            const float *row = x + ch * hw + p0;
+            for (size_t i = 0; i < np; i++) mean[i] += row[i];
+        }
+        for (size_t i = 0; i < np; i++) mean[i] /= (double)c;
+        for (size_t ch = 0; ch < c; ch++) {
+            const float *row = x + ch * hw + p0;
+            for (size_t i = 0; i < np; i++) { double d = row[i] - mean[i]; var[i] += d * d; }
+        }
+        for (size_t i = 0; i < np; i++) {
+            m[i] = (float)mean[i];
+            rstd[i] = (float)(1.0 / sqrt(var[i] / (double)c + (double)eps));
+        }
+        for (size_t ch = 0; ch < c; ch++) {
+            float *row = x + ch * hw + p0;
+            float wc = w[ch], bc = b[ch];
+            for (size_t i = 0; i < np; i++) row[i] = (row[i] - m[i]) * rstd[i] * wc + bc;
+        }
+    }
+}

@@ -115,7 +115,9 @@ public final class SAM2Model {
     /// The outputs of `_forward_sam_heads` / `_use_mask_as_output` that tracking keeps.
     struct SAMOutput {
         var lowResMasks: Tensor    // [1, S/4, S/4]
-        var highResMasks: Tensor   // [1, S, S]
+        /// `[1, S, S]` when it is not simply the low-res mask upsampled (mask prompts); else nil and
+        /// computed only if the memory encoder needs it (`highResMasks(of:)`).
+        var highResMasks: Tensor?
         var objPtr: Tensor         // [C]
         var objectScoreLogit: Float
         var ious: [Float]
@@ -152,16 +154,19 @@ public final class SAM2Model {
             if dec.samTokens.shape[0] > 1 { token = dec.samTokens.rows(best..<(best + 1)) }
         }
         let lowBest = lowRes.rows(best..<(best + 1))
-        // Only the chosen mask is upsampled: channels are resampled independently, so this equals
-        // upsampling all of them and then picking one.
-        let highBest = Interpolate.bilinear(lowBest, height: imageSize, width: imageSize)
         var objPtr = objPtrProj.map { $0(token) } ?? token
         if config.predObjScores, let noObjPtr {
             let lambda: Float = config.softNoObjPtr ? 1 / (1 + expf(-dec.objectScoreLogit)) : (appearing ? 1 : 0)
             objPtr = mixNoObjectPointer(objPtr, lambda: lambda, noObjPtr: noObjPtr)
         }
-        return SAMOutput(lowResMasks: lowBest, highResMasks: highBest, objPtr: objPtr.reshaped([hiddenDim]),
+        return SAMOutput(lowResMasks: lowBest, highResMasks: nil, objPtr: objPtr.reshaped([hiddenDim]),
                          objectScoreLogit: dec.objectScoreLogit, ious: dec.ious)
+    }
+
+    /// The high-resolution mask the memory encoder takes. Only the chosen mask is upsampled:
+    /// channels are resampled independently, so this equals the official upsample-all-then-pick.
+    func highResMasks(of sam: SAMOutput) -> Tensor {
+        sam.highResMasks ?? Interpolate.bilinear(sam.lowResMasks, height: imageSize, width: imageSize)
     }
 
     /// `fixed_no_obj_ptr`: `λ·ptr + (1-λ)·no_obj_ptr` (or just the additive part).

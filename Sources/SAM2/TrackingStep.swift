@@ -29,7 +29,6 @@ extension SAM2Model {
     /// What `track_step` produces for one object on one frame.
     struct StepOutput {
         var lowResMasks: Tensor
-        var highResMasks: Tensor
         var objPtr: Tensor
         var objectScoreLogit: Float
         var maskmemFeatures: Tensor?
@@ -56,10 +55,10 @@ extension SAM2Model {
             sam = forwardSAMHeads(pix, points: points, maskInputs: previousMaskLogits ?? maskInputs, highRes: f.highRes,
                                   multimask: useMultimask(isInitCondFrame: isInitCondFrame, points: points))
         }
-        var out = StepOutput(lowResMasks: sam.lowResMasks, highResMasks: sam.highResMasks, objPtr: sam.objPtr,
+        var out = StepOutput(lowResMasks: sam.lowResMasks, objPtr: sam.objPtr,
                              objectScoreLogit: sam.objectScoreLogit, maskmemFeatures: nil)
         if runMemoryEncoder && config.numMaskmem > 0 {
-            out.maskmemFeatures = encodeMemory(features: f, highResMasks: sam.highResMasks,
+            out.maskmemFeatures = encodeMemory(features: f, highResMasks: highResMasks(of: sam),
                                                objectScoreLogit: sam.objectScoreLogit, isMaskFromPoints: points != nil)
         }
         return out

@@ -1,27 +1,30 @@
+import Dispatch
 import Foundation
 import SAM2
 import SAM2Tensor
 
 /// A video as the predictor's random-access `FrameSource`, in bounded memory.
 ///
-/// Frames are decoded once, in order, as the predictor first asks for them; each frame's
-/// model input is kept as its `S x S x 3` bytes in an unlinked temporary file (3 MB a frame at
-/// 1024), so revisiting a frame (backward propagation, a correction) costs a read, not a decode,
-/// and resident memory stays flat however long the video. (The official predictor keeps every
-/// frame as float32 in RAM, 12 MB a frame, which is why its users run out of memory.)
+/// Frames are decoded once, in order; each frame's model input is kept as its `S x S x 3` bytes
+/// in an unlinked temporary file (3 MB a frame at 1024), so revisiting a frame (backward
+/// propagation, a correction) costs a read, not a decode, and resident memory stays flat however
+/// long the video. (The official predictor keeps every frame as float32 in RAM, 12 MB a frame,
+/// which is why its users run out of memory.) While the model works on frame t, frame t+1 is
+/// decoded and resized on a background queue.
 public final class VideoFrameSource: FrameSource {
     public let reader: VideoFrameReader
     public var frameCount: Int { reader.frameCount }
     public var videoWidth: Int { reader.width }
     public var videoHeight: Int { reader.height }
 
+    /// Everything that touches the reader or the cache's bookkeeping runs here, in order.
+    private let queue = DispatchQueue(label: "sam2.frame-decoder")
     private let cacheFD: Int32
     private var cachedSize = 0
     private var decoded = 0
     private var lastBytes: [UInt8]?
     private var warnedShort = false
-    /// The most recent model input, reused when asked twice in a row.
-    private var last: (index: Int, size: Int, tensor: Tensor)?
+    private var prefetchError: Error?
 
     public init(path: String, limit: Int? = nil) throws {
         reader = try VideoFrameReader(path: path, limit: limit)
@@ -32,19 +35,37 @@ public final class VideoFrameSource: FrameSource {
         template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
     }
 
-    deinit { close(cacheFD) }
+    deinit {
+        queue.sync {}  // let a running prefetch finish before the file goes
+        close(cacheFD)
+    }
 
     public func modelInput(at index: Int, size: Int) throws -> Tensor {
         guard index >= 0 && index < frameCount else {
             throw VideoError.invalidArgument(path: reader.path, reason: "frame \(index) is beyond the last frame \(frameCount - 1)")
         }
-        if let last, last.index == index, last.size == size { return last.tensor }
-        if cachedSize != 0 && cachedSize != size {
-            throw VideoError.invalidArgument(path: reader.path, reason: "model input size changed from \(cachedSize) to \(size)")
+        let bytes: [UInt8] = try queue.sync {
+            if cachedSize != 0 && cachedSize != size {
+                throw VideoError.invalidArgument(path: reader.path, reason: "model input size changed from \(cachedSize) to \(size)")
+            }
+            cachedSize = size
+            if let e = prefetchError { prefetchError = nil; throw e }
+            try decode(through: index, size: size)
+            return try readCached(index, size: size)
         }
-        cachedSize = size
+        // Sequential access: get the next frame ready while the model runs on this one.
+        if index + 1 < frameCount {
+            queue.async { [weak self] in
+                guard let self, self.decoded == index + 1 else { return }
+                do { try self.decode(through: index + 1, size: size) } catch { self.prefetchError = error }
+            }
+        }
+        return VideoFrameReader.normalise(bytes, size: size)
+    }
+
+    /// Decode (on `queue`) every frame up to `index` into the cache.
+    private func decode(through index: Int, size: Int) throws {
         let frameBytes = size * size * 3
-        var tensor: Tensor? = nil
         while decoded <= index {
             let bytes: [UInt8]
             if let frame = try reader.nextFrame() {
@@ -65,16 +86,15 @@ public final class VideoFrameSource: FrameSource {
             guard written == frameBytes else {
                 throw VideoError.invalidArgument(path: reader.path, reason: "cannot write the frame cache (disk full?)")
             }
-            if decoded == index { tensor = VideoFrameReader.normalise(bytes, size: size) }
             decoded += 1
         }
-        if tensor == nil {
-            var bytes = [UInt8](repeating: 0, count: frameBytes)
-            let got = bytes.withUnsafeMutableBytes { pread(cacheFD, $0.baseAddress, frameBytes, off_t(index * frameBytes)) }
-            guard got == frameBytes else { throw VideoError.invalidArgument(path: reader.path, reason: "cannot read the frame cache") }
-            tensor = VideoFrameReader.normalise(bytes, size: size)
-        }
-        last = (index, size, tensor!)
-        return tensor!
+    }
+
+    private func readCached(_ index: Int, size: Int) throws -> [UInt8] {
+        let frameBytes = size * size * 3
+        var bytes = [UInt8](repeating: 0, count: frameBytes)
+        let got = bytes.withUnsafeMutableBytes { pread(cacheFD, $0.baseAddress, frameBytes, off_t(index * frameBytes)) }
+        guard got == frameBytes else { throw VideoError.invalidArgument(path: reader.path, reason: "cannot read the frame cache") }
+        return bytes
     }
 }
