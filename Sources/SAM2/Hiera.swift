@@ -105,6 +105,8 @@ struct Hiera {
     let blocks: [HieraBlock]
     let stageEnds: [Int]
     let embedDim: Int
+    /// The position embedding depends on the token grid only: computed once per grid size.
+    private let positionCache = Memo<[Int], Tensor>()
 
     init(_ w: WeightStore, _ prefix: String, _ cfg: HieraConfig) throws {
         embedDim = cfg.embedDim
@@ -138,7 +140,8 @@ struct Hiera {
     func callAsFunction(_ image: Tensor) -> [Tensor] {
         let patches = patchEmbed(image)  // [C, H, W]
         let h = patches.shape[1], w = patches.shape[2]
-        var x = (patches + positionEmbedding(height: h, width: w)).chwToTokens().reshaped([h, w, embedDim])
+        let pos = positionCache.value(for: [h, w]) { positionEmbedding(height: h, width: w) }
+        var x = (patches + pos).chwToTokens().reshaped([h, w, embedDim])
         var outputs = [Tensor]()
         for (i, block) in blocks.enumerated() {
             x = block(x)

@@ -4,9 +4,18 @@ import SAM2Tensor
 /// The position encodings of SAM 2, computed in float32 with the same operations as the
 /// official code so they agree to the last few bits.
 enum PositionEncoding {
+    private static let sineCache = Memo<[Float], Tensor>()
+
     /// `PositionEmbeddingSine` (normalised, scale 2π) for an `h x w` map: `[numPosFeats, h, w]`,
-    /// y channels first, then x; within each, sin/cos interleaved.
+    /// y channels first, then x; within each, sin/cos interleaved. It depends on the shape only,
+    /// so each shape is computed once.
     static func sine(numPosFeats: Int, height h: Int, width w: Int, temperature: Float = 10000) -> Tensor {
+        sineCache.value(for: [Float(numPosFeats), Float(h), Float(w), temperature]) {
+            computeSine(numPosFeats: numPosFeats, height: h, width: w, temperature: temperature)
+        }
+    }
+
+    private static func computeSine(numPosFeats: Int, height h: Int, width w: Int, temperature: Float) -> Tensor {
         let npf = numPosFeats / 2
         let scale = Float(2 * Double.pi)
         let eps: Float = 1e-6
@@ -115,5 +124,22 @@ struct AxialRoPE {
                 }
             }
         }
+    }
+}
+
+/// A small thread-safe memo table for values that depend only on a key (position encodings).
+final class Memo<Key: Hashable, Value>: @unchecked Sendable {
+    private var table = [Key: Value]()
+    private let lock = NSLock()
+
+    func value(for key: Key, _ make: () -> Value) -> Value {
+        lock.lock()
+        if let v = table[key] { lock.unlock(); return v }
+        lock.unlock()
+        let v = make()
+        lock.lock()
+        table[key] = v
+        lock.unlock()
+        return v
     }
 }
