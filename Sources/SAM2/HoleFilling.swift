@@ -3,8 +3,8 @@ import SAM2Tensor
 /// `fill_holes_in_mask_scores` on the CPU: background regions (logits <= 0, 8-connected like
 /// OpenCV's connected components in the official CUDA kernel) of at most `maxArea` pixels
 /// inside a mask become foreground (logit 0.1), as the official post-processing does.
-enum HoleFilling {
-    static func fill(_ logits: Tensor, maxArea: Int) -> Tensor {
+public enum HoleFilling {
+    public static func fill(_ logits: Tensor, maxArea: Int) -> Tensor {
         let h = logits.shape[0], w = logits.shape[1]
         var label = [Int](repeating: -1, count: h * w)
         var out = logits
