@@ -1,18 +1,61 @@
 import CBLAS
+import Dispatch
+import Foundation
 
 /// Matrix products on OpenBLAS's `cblas_sgemm`: the one kernel almost all of SAM 2's time goes to.
 public enum GEMM {
     /// Floating-point operations issued through sgemm so far (2·m·n·k each), for benchmarks.
-    nonisolated(unsafe) public static var flops: Double = 0
+    public static var flops: Double {
+        get { flopsLock.lock(); defer { flopsLock.unlock() }; return flopCount }
+        set { flopsLock.lock(); flopCount = newValue; flopsLock.unlock() }
+    }
+    nonisolated(unsafe) private static var flopCount: Double = 0
+    private static let flopsLock = NSLock()
+
+    /// OpenBLAS runs single-threaded: large products are split across our own threads instead,
+    /// so OpenBLAS's spinning workers never compete with the pointwise kernels between calls.
+    private static let singleThreadedBLAS: Void = { openblas_set_num_threads(1) }()
 
     /// `C[m,n] = alpha * op(A) · op(B) + beta * C`, row-major, on raw pointers with leading dimensions.
-    @inline(__always)
+    /// Products of more than ~4 MFLOP are split into fixed slabs of C (256 rows, or 4096 columns
+    /// when C is short and wide), shared among the cores, each an independent single-threaded sgemm.
     public static func sgemm(transA: Bool = false, transB: Bool = false,
                              m: Int, n: Int, k: Int, alpha: Float = 1,
                              a: UnsafePointer<Float>, lda: Int,
                              b: UnsafePointer<Float>, ldb: Int,
                              beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        flops += 2 * Double(m) * Double(n) * Double(k)
+        _ = singleThreadedBLAS
+        flopsLock.lock(); flopCount += 2 * Double(m) * Double(n) * Double(k); flopsLock.unlock()
+        // Fixed slabs of rows (or, for short wide products such as convolutions, of columns),
+        // whatever the number of threads, so results do not depend on the core count.
+        let rowSlab = 256, colSlab = 4096
+        let byRows = m >= 2 * rowSlab
+        if Double(m) * Double(n) * Double(k) < 4_000_000 || (!byRows && n < 2 * colSlab) {
+            blas(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+            return
+        }
+        let slabs = byRows ? (m + rowSlab - 1) / rowSlab : (n + colSlab - 1) / colSlab
+        let run = { (t: Int) in
+            if byRows {
+                let r0 = t * rowSlab, rows = min(rowSlab, m - r0)
+                blas(transA, transB, rows, n, k, alpha, transA ? a + r0 : a + r0 * lda, lda, b, ldb, beta, c + r0 * ldc, ldc)
+            } else {
+                let c0 = t * colSlab, cols = min(colSlab, n - c0)
+                blas(transA, transB, m, cols, k, alpha, a, lda, transB ? b + c0 * ldb : b + c0, ldb, beta, c + c0, ldc)
+            }
+        }
+        let threads = Parallelism.inParallelRegion ? 1 : min(Parallelism.threads, slabs)
+        if threads <= 1 { for t in 0..<slabs { run(t) }; return }
+        DispatchQueue.concurrentPerform(iterations: threads) { w in
+            var t = w
+            while t < slabs { run(t); t += threads }
+        }
+    }
+
+    @inline(__always)
+    private static func blas(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+                             _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+                             _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
@@ -67,10 +110,5 @@ public enum GEMM {
         return Tensor(shape: shape, data: out)
     }
 
-    /// Use `n` OpenBLAS threads.
-    public static func setThreads(_ n: Int) {
-        if n > 0 { openblas_set_num_threads(Int32(n)) }
-    }
 
-    public static var threads: Int { Int(openblas_get_num_threads()) }
 }

@@ -29,24 +29,28 @@ public func parallelChunks(_ count: Int, minimumChunk: Int = 4096, _ body: (Rang
 }
 
 public enum Parallelism {
-    /// Worker threads for pointwise kernels and small batched GEMMs.
-    nonisolated(unsafe) public static var threads = max(1, min(ProcessInfoCores.count, 8))
+    /// Worker threads for GEMMs and pointwise kernels: the cores this process may use, or $SAM2_THREADS.
+    nonisolated(unsafe) public static var threads: Int = {
+        if let s = ProcessInfo.processInfo.environment["SAM2_THREADS"], let n = Int(s), n > 0 { return min(n, 64) }
+        return max(1, min(ProcessInfoCores.count, 64))
+    }()
     /// True while `independentTasks` runs: nested kernels then stay on their own thread.
     nonisolated(unsafe) public private(set) static var inParallelRegion = false
 
-    /// Run many small independent tasks (e.g. attention windows) on all cores, with OpenBLAS
-    /// single-threaded meanwhile so the cores are not oversubscribed.
+    /// Run many small independent tasks (e.g. attention windows) on all cores; kernels called
+    /// inside stay on their task's thread, so the cores are not oversubscribed.
     public static func independentTasks(_ count: Int, _ body: (Int) -> Void) {
         if count <= 1 || threads <= 1 || inParallelRegion {
             for i in 0..<count { body(i) }
             return
         }
-        let blas = GEMM.threads
-        GEMM.setThreads(1)
+        let n = min(threads, count)
         inParallelRegion = true
-        parallelFor(count, body)
+        DispatchQueue.concurrentPerform(iterations: n) { t in
+            var i = t
+            while i < count { body(i); i += n }
+        }
         inParallelRegion = false
-        GEMM.setThreads(blas)
     }
 }
 
