@@ -80,34 +80,48 @@ public enum GEMM {
         return Tensor(shape: [m, n], data: out)
     }
 
-    /// `nn.Linear` on token rows: `x[N, in] · Wᵀ + b` with `W[out, in]`.
+    /// `nn.Linear` on token rows: `x[N, in] · Wᵀ + b` with `W[out, in]`. Rows go in the same fixed
+    /// slabs as `sgemm`; each slab's output starts as the bias, written just before its sgemm while
+    /// it is in cache (a separate pass over a large output costs more than the product when `in` is small).
     public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
         let inDim = weight.shape[1], outDim = weight.shape[0]
         precondition(x.shape.last == inDim, "linear: input \(x.shape) vs weight \(weight.shape)")
         let rows = x.count / inDim
-        var out = [Float](repeating: 0, count: rows * outDim)
-        if let bias {
-            // Start from the bias so sgemm accumulates onto it (beta = 1).
-            out.withUnsafeMutableBufferPointer { o in
-                bias.data.withUnsafeBufferPointer { b in
-                    for r in 0..<rows { (o.baseAddress! + r * outDim).update(from: b.baseAddress!, count: outDim) }
-                }
-            }
-        }
-        if rows > 0 {
+        var shape = x.shape
+        shape[shape.count - 1] = outDim
+        guard rows > 0 else { return Tensor(shape: shape, data: []) }
+        _ = singleThreadedBLAS
+        flopsLock.lock(); flopCount += 2 * Double(rows) * Double(outDim) * Double(inDim); flopsLock.unlock()
+        let out = [Float](unsafeUninitializedCapacity: rows * outDim) { buffer, initialized in
+            let c = buffer.baseAddress!
             x.data.withUnsafeBufferPointer { px in
                 weight.data.withUnsafeBufferPointer { pw in
-                    out.withUnsafeMutableBufferPointer { po in
-                        sgemm(transB: true, m: rows, n: outDim, k: inDim,
-                              a: px.baseAddress!, lda: inDim, b: pw.baseAddress!, ldb: inDim,
-                              beta: bias == nil ? 0 : 1, c: po.baseAddress!, ldc: outDim)
+                    (bias?.data ?? []).withUnsafeBufferPointer { pb in
+                        let hasBias = bias != nil
+                        forEachRowSlab(rows, work: Double(rows) * Double(outDim) * Double(inDim)) { r0, n in
+                            if hasBias { for r in r0..<(r0 + n) { (c + r * outDim).update(from: pb.baseAddress!, count: outDim) } }
+                            blas(false, true, n, outDim, inDim, 1, px.baseAddress! + r0 * inDim, inDim, pw.baseAddress!, inDim,
+                                 hasBias ? 1 : 0, c + r0 * outDim, outDim)
+                        }
                     }
                 }
             }
+            initialized = rows * outDim
         }
-        var shape = x.shape
-        shape[shape.count - 1] = outDim
         return Tensor(shape: shape, data: out)
+    }
+
+    /// Run `body(firstRow, rowCount)` over fixed 256-row slabs, on all cores when the work is large.
+    static func forEachRowSlab(_ rows: Int, work: Double, _ body: (Int, Int) -> Void) {
+        let slab = 256
+        guard work >= 4_000_000 && rows >= 2 * slab else { body(0, rows); return }
+        let slabs = (rows + slab - 1) / slab
+        let threads = Parallelism.inParallelRegion ? 1 : min(Parallelism.threads, slabs)
+        if threads <= 1 { for t in 0..<slabs { body(t * slab, min(slab, rows - t * slab)) }; return }
+        DispatchQueue.concurrentPerform(iterations: threads) { w in
+            var t = w
+            while t < slabs { body(t * slab, min(slab, rows - t * slab)); t += threads }
+        }
     }
 
 
