@@ -65,6 +65,8 @@ public final class VideoPredictor {
     private var tempOutputs: [ObjectMemory] = []
     /// Frames each object has been tracked on, and whether in reverse.
     private var framesTracked: [[Int: Bool]] = []
+    /// Where memory of frames far behind the tracking front goes (nil if no temporary file can be made).
+    private let spillFile = SpillFile()
     /// The most recently used frame's features (repeated clicks on a frame reuse them).
     private var cachedFeatures: (index: Int, features: FrameFeatures)?
 
@@ -84,31 +86,21 @@ public final class VideoPredictor {
                           box: (x0: Double, y0: Double, x1: Double, y1: Double)? = nil,
                           clearOldPoints: Bool = true) throws -> FrameResult {
         try checkFrame(frame)
-        guard points.count == labels.count else { throw PredictorError("points and labels must have the same length") }
-        guard !points.isEmpty || box != nil else { throw PredictorError("a prompt needs at least one point or a box") }
-        guard labels.allSatisfy({ $0 == 0 || $0 == 1 }) else { throw PredictorError("point labels must be 1 (positive) or 0 (negative)") }
+        try PromptCheck.points(points, labels: labels, box: box, width: source.videoWidth, height: source.videoHeight)
         if box != nil && !clearOldPoints { throw PredictorError("a box must come with clearing old points (it is placed before any point)") }
         let w = Double(source.videoWidth), h = Double(source.videoHeight)
-        for p in points where !(p.x >= 0 && p.x <= w && p.y >= 0 && p.y <= h) {
-            throw PredictorError("point (\(fmt(p.x)), \(fmt(p.y))) is outside the \(Int(w))x\(Int(h)) frame")
-        }
         var coords = points, allLabels = labels
         if let b = box {
-            guard [b.x0, b.y0, b.x1, b.y1].allSatisfy({ $0.isFinite }),
-                  b.x0 >= 0, b.y0 >= 0, b.x1 <= w, b.y1 <= h else {
-                throw PredictorError("box (\(fmt(b.x0)), \(fmt(b.y0)), \(fmt(b.x1)), \(fmt(b.y1))) is outside the \(Int(w))x\(Int(h)) frame")
-            }
-            guard b.x1 > b.x0, b.y1 > b.y0 else {
-                throw PredictorError("box (\(fmt(b.x0)), \(fmt(b.y0)), \(fmt(b.x1)), \(fmt(b.y1))) is degenerate: it needs x1 > x0 and y1 > y0")
-            }
             coords = [(b.x0, b.y0), (b.x1, b.y1)] + coords
             allLabels = [2, 3] + allLabels
         }
-        let obj = objectIndex(for: objectId)
-        let old = clearOldPoints ? nil : pointInputs[obj][frame]
+        // Checked before the object is created, so a refused prompt leaves no trace.
+        let existing = objectIds.firstIndex(of: objectId)
+        let old = clearOldPoints ? nil : existing.flatMap { pointInputs[$0][frame] }
         if box == nil && !allLabels.contains(1) && !(old?.labels.contains { $0 == 1 || $0 == 2 } ?? false) {
-            throw PredictorError("object \(objectId) on frame \(frame) has only negative points; add a positive point or a box")
+            throw PromptCheck.onlyNegative(objectId: objectId, frame: frame)
         }
+        let obj = objectIndex(for: objectId)
         // Normalise by the video size, then scale to the model's input square (float32, as the official code).
         let s = Float(model.imageSize)
         let scaled = PointPrompt(coords: coords.map { (x: Float($0.x) / Float(w) * s, y: Float($0.y) / Float(h) * s) },
@@ -179,11 +171,13 @@ public final class VideoPredictor {
     /// over up to `maxFrames` frames, forward or in reverse, handing each frame's masks to `body`.
     public func propagate(from start: Int? = nil, maxFrames: Int? = nil, reverse: Bool = false,
                           _ body: (FrameResult) throws -> Void) throws {
+        if let maxFrames, maxFrames < 0 { throw PredictorError("maxFrames must not be negative, got \(maxFrames)") }
+        if let start { try checkFrame(start) }
         try preflight()
         let n = numFrames
         let first = start ?? outputs.flatMap { $0.condFrameOutputs.keys }.min()!
         try checkFrame(first)
-        let count = maxFrames ?? n
+        let count = min(maxFrames ?? n, n)  // more than the video holds means all of it (and cannot overflow)
         let order: [Int]
         if reverse {
             let end = max(first - count, 0)
@@ -205,15 +199,25 @@ public final class VideoPredictor {
                     logits.append(out.predMasks)
                 }
                 framesTracked[obj][frame] = reverse
+                spillBehind(frame: frame, obj: obj, reverse: reverse)
             }
             try body(result(frame: frame, logits: logits))
         }
     }
 
+    /// Frames tracking has left behind by more than the memory window (`num_maskmem` frames, times
+    /// the temporal stride) move their memory features and masks to disk; later passes read them back.
+    private func spillBehind(frame: Int, obj: Int, reverse: Bool) {
+        guard let spillFile else { return }
+        let window = max(model.config.numMaskmem, 1) * max(model.config.memoryTemporalStrideForEval, 1) + 1
+        let old = reverse ? frame + window : frame - window
+        outputs[obj].nonCondFrameOutputs[old]?.spill(to: spillFile)
+    }
+
     /// `propagate_in_video_preflight`: encode memories of freshly prompted frames and move them
     /// into the memory bank.
     private func preflight() throws {
-        guard !objectIds.isEmpty else { throw PredictorError("no object has a prompt yet; add points, a box or a mask first") }
+        guard !objectIds.isEmpty else { throw PromptCheck.noPrompts }
         for obj in objectIds.indices {
             for isCond in [false, true] {
                 let temp = isCond ? tempOutputs[obj].condFrameOutputs : tempOutputs[obj].nonCondFrameOutputs
@@ -247,7 +251,7 @@ public final class VideoPredictor {
     /// `remove_object` (strict): forget an object and its prompts everywhere.
     public func removeObject(_ objectId: Int) throws {
         guard let obj = objectIds.firstIndex(of: objectId) else {
-            throw PredictorError("cannot remove object \(objectId): no such object (objects: \(objectIds.map(String.init).joined(separator: ", ")))")
+            throw PromptCheck.unknownObject(objectId, objects: objectIds)
         }
         if objectIds.count == 1 { reset(); return }
         for frame in Set(pointInputs[obj].keys).union(maskInputs[obj].keys) {
@@ -306,9 +310,7 @@ public final class VideoPredictor {
     }
 
     private func checkFrame(_ frame: Int) throws {
-        guard frame >= 0 && frame < numFrames else {
-            throw PredictorError("frame \(frame) is out of range: the video has \(numFrames) frame\(numFrames == 1 ? "" : "s") (0...\(numFrames - 1))")
-        }
+        try PromptCheck.frame(frame, frameCount: numFrames)
     }
 
     /// Image features of a frame, from the one-frame cache or the image encoder.
@@ -333,8 +335,4 @@ public final class VideoPredictor {
         return FrameOutput(maskmemFeatures: step.maskmemFeatures, predMasks: pred, objPtr: step.objPtr,
                            objectScoreLogit: step.objectScoreLogit)
     }
-}
-
-private func fmt(_ v: Double) -> String {
-    v == v.rounded() && abs(v) < 1e9 ? String(Int(v)) : String(v)
 }

@@ -651,6 +651,10 @@ extension SAM2Config {
         do {
             // Parse once on our own so that syntax errors and a missing `model:` get precise messages.
             let root: Node?
+            let depth = nestingEstimate(yaml)
+            if depth > maxNesting {
+                throw ConfigError(.syntax, "nested about \(depth) levels deep; a model config needs a dozen (at most \(maxNesting))")
+            }
             do {
                 root = try Yams.compose(yaml: yaml)
             } catch let error as YamlError {
@@ -673,6 +677,45 @@ extension SAM2Config {
             if converted.file == nil { converted.file = source }
             throw converted
         }
+    }
+
+    /// Yams builds nodes recursively, so a document nested thousands of levels deep (`[[[[...` or
+    /// `- - - - ...`) would overflow the stack. Configs are a dozen levels deep; more than this is refused.
+    static let maxNesting = 100
+
+    /// An upper bound on the nesting depth of YAML text: on each line, its indentation plus the
+    /// block indicators on it (`- `, `? `, `: `) plus the flow brackets open at that point
+    /// (outside quotes and comments).
+    static func nestingEstimate(_ text: String) -> Int {
+        let space = UInt8(ascii: " "), tab = UInt8(ascii: "\t")
+        var flow = 0, deepest = 0
+        for line in text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+            let bytes = Array(line)
+            let indent = bytes.prefix { $0 == space || $0 == tab }.count
+            var indicators = 0
+            var quote: UInt8? = nil
+            var i = indent
+            while i < bytes.count {
+                let c = bytes[i]
+                let next = i + 1 < bytes.count ? bytes[i + 1] : space
+                if let q = quote {
+                    if c == UInt8(ascii: "\\") && q == UInt8(ascii: "\"") { i += 1 } else if c == q { quote = nil }
+                } else {
+                    switch c {
+                    case UInt8(ascii: "\""), UInt8(ascii: "'"): quote = c
+                    case UInt8(ascii: "#") where i == 0 || bytes[i - 1] == space || bytes[i - 1] == tab: i = bytes.count
+                    case UInt8(ascii: "["), UInt8(ascii: "{"): flow += 1
+                    case UInt8(ascii: "]"), UInt8(ascii: "}"): flow = max(flow - 1, 0)
+                    case UInt8(ascii: "-"), UInt8(ascii: "?"), UInt8(ascii: ":") where next == space || next == tab || next == UInt8(ascii: "\r"):
+                        indicators += 1
+                    default: break
+                    }
+                    deepest = max(deepest, indent + indicators + flow)
+                }
+                i += 1
+            }
+        }
+        return deepest
     }
 
     /// The config as a resolved predictor YAML (the kind `load` takes as is).
@@ -813,6 +856,7 @@ extension SAM2Config {
         func positive(_ value: Int, _ key: String) throws {
             if value <= 0 { throw fail(key, "must be positive, got \(value)") }
         }
+        try checkLimits(fail)
 
         if ![SAM2Targets.sam2Base, SAM2Targets.videoPredictor, SAM2Targets.videoPredictorVOS].contains(target) {
             throw fail("_target_", "unsupported model class \(target)")
@@ -932,7 +976,7 @@ extension SAM2Config {
         try positive(ds.kernelSize, e + "mask_downsampler.kernel_size")
         if ds.stride < 2 { throw fail(e + "mask_downsampler.stride", "must be at least 2, got \(ds.stride)") }
         if ds.padding < 0 { throw fail(e + "mask_downsampler.padding", "must not be negative, got \(ds.padding)") }
-        if ds.totalStride < ds.stride || Int(pow(Double(ds.stride), Double(ds.numLayers))) != ds.totalStride {
+        if ds.totalStride < ds.stride || pow(Double(ds.stride), Double(ds.numLayers)) != Double(ds.totalStride) {
             throw fail(e + "mask_downsampler.total_stride", "\(ds.totalStride) is not a power of stride \(ds.stride)")
         }
         if ds.totalStride != backboneStride {
@@ -974,6 +1018,87 @@ extension SAM2Config {
             throw fail("proj_tpos_enc_in_obj_ptrs", "requires add_tpos_enc_to_obj_ptrs")
         }
         if fillHoleArea < 0 { throw fail("fill_hole_area", "must not be negative, got \(fillHoleArea)") }
+    }
+
+    /// Upper bounds far above any real SAM 2 model (and every number finite), checked before
+    /// anything else: they keep the arithmetic in `validate` and in building a model (stage widths,
+    /// strides, buffers sized by the image) from overflowing or allocating without bound when a
+    /// config is hostile or mistyped.
+    private func checkLimits(_ fail: (String, String) -> ConfigError) throws {
+        func atMost(_ values: [Int], _ limit: Int, _ key: String) throws {
+            if let v = values.first(where: { $0 > limit }) { throw fail(key, "\(v) is more than the supported \(limit)") }
+        }
+        func atMost(_ value: Int, _ limit: Int, _ key: String) throws { try atMost([value], limit, key) }
+        func finite(_ values: [Double], _ key: String) throws {
+            if let v = values.first(where: { !$0.isFinite }) { throw fail(key, "must be a finite number, got \(v)") }
+        }
+        let channels = 1 << 16, layers = 1024, kernel = 64
+
+        try atMost(imageSize, 8192, "image_size")
+        try atMost(backboneStride, 8192, "backbone_stride")
+        try atMost(numMaskmem, 256, "num_maskmem")
+        try atMost(memoryTemporalStrideForEval, 1000, "memory_temporal_stride_for_eval")
+        try atMost(maxObjPtrsInEncoder, 1 << 16, "max_obj_ptrs_in_encoder")
+        try finite([sigmoidScaleForMemEnc], "sigmoid_scale_for_mem_enc")
+        try finite([sigmoidBiasForMemEnc], "sigmoid_bias_for_mem_enc")
+        try finite([samMaskDecoderExtraArgs.dynamicMultimaskStabilityDelta, samMaskDecoderExtraArgs.dynamicMultimaskStabilityThresh],
+                   "sam_mask_decoder_extra_args")
+
+        let trunk = imageEncoder.trunk, t = "image_encoder.trunk."
+        try atMost(trunk.embedDim, channels, t + "embed_dim")
+        try atMost(trunk.numHeads, 4096, t + "num_heads")
+        try atMost(trunk.stages.count, 16, t + "stages (count)")
+        try atMost(trunk.stages, layers, t + "stages")
+        try atMost(trunk.qStride, kernel, t + "q_stride")
+        try atMost(trunk.windowSpec, 8192, t + "window_spec")
+        try atMost(trunk.windowPosEmbedBkgSpatialSize, 1024, t + "window_pos_embed_bkg_spatial_size")
+        try finite([trunk.dimMul, trunk.headMul, trunk.dropPathRate], t + "dim_mul, head_mul, drop_path_rate")
+        // Stage widths and heads grow by dim_mul / head_mul per stage.
+        var dim = Double(trunk.embedDim), heads = Double(trunk.numHeads)
+        for _ in trunk.stages.dropFirst() {
+            dim *= trunk.dimMul; heads *= trunk.headMul
+            if dim > Double(channels) { throw fail(t + "dim_mul", "makes a stage wider than the supported \(channels) channels") }
+            if heads > 4096 { throw fail(t + "head_mul", "makes a stage have more than the supported 4096 heads") }
+        }
+        // The trunk's stride is 4 * q_stride^q_pool; the image must hold it.
+        let trunkStride = 4 * pow(Double(trunk.qStride.max() ?? 1), Double(min(max(trunk.qPool, 0), 64)))
+        if imageSize > 0 && trunkStride > Double(imageSize) {
+            throw fail(t + "q_pool", "q_stride^q_pool makes the trunk's stride (\(trunkStride)) larger than image_size \(imageSize)")
+        }
+
+        let neck = imageEncoder.neck, n = "image_encoder.neck."
+        try atMost(neck.dModel, channels, n + "d_model")
+        try atMost([neck.kernelSize, neck.stride, neck.padding], kernel, n + "kernel_size, stride, padding")
+        try atMost(neck.positionEncoding.numPosFeats, channels, n + "position_encoding.num_pos_feats")
+        try finite([neck.positionEncoding.temperature, neck.positionEncoding.scale ?? 0], n + "position_encoding")
+
+        let ma = memoryAttention, m = "memory_attention."
+        try atMost(ma.dModel, channels, m + "d_model")
+        try atMost(ma.numLayers, layers, m + "num_layers")
+        try atMost(ma.layer.dimFeedforward, 1 << 20, m + "layer.dim_feedforward")
+        try finite([ma.layer.dropout], m + "layer.dropout")
+        for (name, a) in [("self_attention", ma.layer.selfAttention), ("cross_attention", ma.layer.crossAttention)] {
+            let k = m + "layer." + name + "."
+            try atMost(a.embeddingDim, channels, k + "embedding_dim")
+            try atMost(a.resolvedKvInDim, channels, k + "kv_in_dim")
+            try atMost(a.numHeads, 4096, k + "num_heads")
+            try atMost(a.downsampleRate, channels, k + "downsample_rate")
+            try atMost(a.featSizes, 1024, k + "feat_sizes")
+            try finite([a.ropeTheta, a.dropout], k + "rope_theta, dropout")
+        }
+
+        let me = memoryEncoder, e = "memory_encoder."
+        try atMost([me.outDim, me.inDim], channels, e + "out_dim, in_dim")
+        let ds = me.maskDownsampler
+        try atMost(ds.embedDim, channels, e + "mask_downsampler.embed_dim")
+        try atMost([ds.kernelSize, ds.stride, ds.padding], kernel, e + "mask_downsampler.kernel_size, stride, padding")
+        try atMost(ds.totalStride, 8192, e + "mask_downsampler.total_stride")
+        try atMost(me.fuser.numLayers, layers, e + "fuser.num_layers")
+        try atMost(me.fuser.layer.dim, channels, e + "fuser.layer.dim")
+        try atMost([me.fuser.layer.kernelSize, me.fuser.layer.padding], kernel, e + "fuser.layer.kernel_size, padding")
+        try finite([me.fuser.layer.layerScaleInitValue], e + "fuser.layer.layer_scale_init_value")
+        try atMost(me.positionEncoding.numPosFeats, channels, e + "position_encoding.num_pos_feats")
+        try finite([me.positionEncoding.temperature, me.positionEncoding.scale ?? 0], e + "position_encoding")
     }
 
     private func validate(_ pe: PositionEncodingConfig, _ prefix: String, channels: Int,

@@ -19,7 +19,9 @@ final class MappedFile {
             .cannotOpen(path: path, reason: "\(what): \(String(cString: strerror(errno)))")
         }
         self.path = path
-        let fd = open(path, O_RDONLY)
+        // Non-blocking: opening a FIFO for reading would otherwise wait for a writer forever.
+        // (It is then refused below: only a regular file can be mapped.)
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else { throw failure("open") }
         defer { close(fd) }
         var info = stat()

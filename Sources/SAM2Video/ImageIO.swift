@@ -265,7 +265,7 @@ public enum ImageIO {
             guard let out = OwnedFrame(width: w, height: h, format: AV_PIX_FMT_RGB24) else {
                 throw ImageIOError.decodeFailed(path: path, reason: "out of memory")
             }
-            guard Scaler().scale(frame.pointer, into: out.pointer) else {
+            guard Scaler(flags: Scaler.cliFlags).scale(frame.pointer, into: out.pointer) else {
                 throw ImageIOError.decodeFailed(path: path, reason: "cannot convert pixel format to RGB")
             }
             return FF.packedBytes(out.pointer, bytesPerPixel: 3)

@@ -23,6 +23,7 @@ public final class VideoFrameSource: FrameSource {
     private var cachedSize = 0
     private var decoded = 0
     private var lastBytes: [UInt8]?
+    private var skipped = 0
     private var warnedShort = false
     private var prefetchError: Error?
 
@@ -69,6 +70,14 @@ public final class VideoFrameSource: FrameSource {
         while decoded <= index {
             let bytes: [UInt8]
             if let frame = try reader.nextFrame() {
+                // Frames the decoder could not produce (the reader warned) keep their indices:
+                // the last good frame stands in for each, so later frames stay where they belong.
+                while skipped < reader.skippedFrames, let lastBytes, decoded < frameCount - 1 {
+                    try store(lastBytes, at: decoded, frameBytes: frameBytes)
+                    decoded += 1
+                    skipped += 1
+                }
+                skipped = reader.skippedFrames
                 bytes = PILResize.resizeRGB(frame.rgb, width: frame.width, height: frame.height, outWidth: size, outHeight: size)
                 lastBytes = bytes
             } else if let lastBytes {
@@ -82,11 +91,15 @@ public final class VideoFrameSource: FrameSource {
             } else {
                 throw VideoError.invalidArgument(path: reader.path, reason: "no frame could be decoded")
             }
-            let written = bytes.withUnsafeBytes { pwrite(cacheFD, $0.baseAddress, frameBytes, off_t(decoded * frameBytes)) }
-            guard written == frameBytes else {
-                throw VideoError.invalidArgument(path: reader.path, reason: "cannot write the frame cache (disk full?)")
-            }
+            try store(bytes, at: decoded, frameBytes: frameBytes)
             decoded += 1
+        }
+    }
+
+    private func store(_ bytes: [UInt8], at index: Int, frameBytes: Int) throws {
+        let written = bytes.withUnsafeBytes { pwrite(cacheFD, $0.baseAddress, frameBytes, off_t(index * frameBytes)) }
+        guard written == frameBytes else {
+            throw VideoError.invalidArgument(path: reader.path, reason: "cannot write the frame cache (disk full?)")
         }
     }
 

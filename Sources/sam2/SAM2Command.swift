@@ -9,7 +9,22 @@ struct SAM2Command: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sam2",
         abstract: "Track any object through a video from a few clicks: SAM 2 in native Swift.",
-        subcommands: [Track.self, Replay.self])
+        subcommands: [Track.self, Replay.self, Bench.self])
+
+    /// Every failure ends the same way: one line on stderr (`sam2: error: ...`) and a non-zero
+    /// status (64 for a usage error); --help prints as usual.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success { exit(withError: error) }
+            let message = self.message(for: error)
+            if message.isEmpty { Foundation.exit(code.rawValue) }
+            fail(message + (code == .validationFailure ? " (see --help)" : ""), status: code.rawValue)
+        }
+    }
 }
 
 /// Mask prompts are read like the official example: grey level > 0 is the object.
@@ -19,9 +34,17 @@ func loadMaskPNG(_ path: String) throws -> (mask: [UInt8], width: Int, height: I
 }
 
 /// Print one line to stderr and exit non-zero: how every user-facing failure ends.
-func fail(_ message: String) -> Never {
-    FileHandle.standardError.write(("sam2: error: " + message + "\n").data(using: .utf8)!)
-    exit(1)
+func fail(_ message: String, status: Int32 = 1) -> Never {
+    let line = message.split(whereSeparator: \.isNewline).joined(separator: " ")
+    FileHandle.standardError.write(Data("sam2: error: \(line)\n".utf8))
+    exit(status)
+}
+
+/// An error as one line for the user: our own errors describe themselves; Foundation's say
+/// what happened in their localized description.
+func describe(_ error: Error) -> String {
+    if error is CocoaError || error is POSIXError { return error.localizedDescription }
+    return String(describing: error)
 }
 
 struct Replay: ParsableCommand {
@@ -41,7 +64,7 @@ struct Replay: ParsableCommand {
             print(String(format: "replayed %d actions on %d frames: %d records in %.1f s -> %@",
                          s.actions, s.frames, s.records, Date().timeIntervalSince(start), output))
         } catch {
-            fail("\(error)")
+            fail(describe(error))
         }
     }
 }

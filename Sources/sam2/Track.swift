@@ -20,6 +20,14 @@ struct Track: ParsableCommand {
 
         Without --checkpoint the model's official checkpoint is read from the checkpoint cache \
         ($SAM2_CHECKPOINTS, else ~/.cache/sam2/checkpoints); Scripts/download_checkpoints.sh fetches it.
+
+        Failures: every input (video, prompts, mask files, config, checkpoint, output folder) is \
+        checked before tracking starts; an error is one line on stderr, exit status 1 (64 for usage), \
+        and nothing is written. Damaged video: frames the decoder cannot produce are skipped with a \
+        warning and tracking goes on. Ctrl-C (SIGINT) or SIGTERM stops after the current frame and \
+        writes the masks of the frames tracked so far (a second signal stops that writing too); exit \
+        status 130 or 143. Every file is written under a temporary name and renamed when complete, \
+        so an output folder never holds a partial file; the overlay is written only after all masks.
         """)
 
     @Argument(help: "A video file (anything FFmpeg decodes) or a folder of numbered JPEG/PNG frames.")
@@ -68,16 +76,33 @@ struct Track: ParsableCommand {
     }
 
     func run() throws {
-        do { try track() } catch let e as ValidationError { throw e } catch { fail("\(error)") }
+        let interruption = Interruption.install()
+        do {
+            try track(interruption)
+        } catch let stop as Interrupted {
+            FileHandle.standardError.write(Data("sam2: interrupted (\(signalName(stop.signal))) \(stop.message)\n".utf8))
+            Foundation.exit(stop.status)
+        } catch {
+            fail(describe(error))
+        }
     }
 
-    private func track() throws {
+    /// Everything the user gave is checked before the first frame is tracked: prompts against the
+    /// video, mask prompt files, the model, the output folder. Nothing is written until tracking
+    /// ends (or is interrupted); every file appears complete (written to a hidden temporary name,
+    /// then renamed). On an error the output folder is left as it was (a folder we created is removed).
+    private func track(_ interruption: Interruption) throws {
         let started = Date()
-        let actions = try prompts.map { try ActionScript.parse(path: $0) }
-            ?? QuickPrompts.actions(from: Array(CommandLine.arguments.dropFirst()), forwardOnly: forwardOnly)
-        try prepareOutput()
+        let script: (actions: [PromptAction], origins: [String])
+        if let prompts {
+            let actions = try ActionScript.parse(path: prompts)
+            script = (actions, actions.indices.map { "\(prompts): actions[\($0)]" })
+        } else {
+            script = try QuickPrompts.actions(from: Array(CommandLine.arguments.dropFirst()), forwardOnly: forwardOnly)
+        }
+        let actions = script.actions
 
-        // Model: config (by name or file) and checkpoint (given, or from the cache).
+        // Model config (by name or file) and checkpoint (given, or from the cache): cheap checks first.
         let cfg: SAM2Config, name: String
         if let config {
             cfg = try SAM2Config.load(path: config)
@@ -91,46 +116,87 @@ struct Track: ParsableCommand {
             name = canonical
         }
         let ckpt = try checkpoint ?? CheckpointCache.path(forModel: name)
-        guard FileManager.default.isReadableFile(atPath: ckpt) else { throw PredictorError("cannot read checkpoint \(ckpt)") }
-        let net = try SAM2Model(config: cfg, checkpointPath: ckpt)
+        try checkReadableFile(ckpt, what: "checkpoint")
 
+        // The video, then every prompt against it: a bad correction late in the script fails now,
+        // not after minutes of tracking.
         let source = try VideoFrameSource(path: video, limit: limit)
+        let w = source.videoWidth, h = source.videoHeight
+        try ActionScript.validate(actions, frameCount: source.frameCount, width: w, height: h) { script.origins[$0] }
+        if format == .palette, let bad = QuickPrompts.objectIds(actions).first(where: { !(1...255).contains($0) }) {
+            throw PredictorError("--format palette stores object ids as palette indices 1...255; object \(bad) does not fit (use --format png or rle)")
+        }
+        let maskPrompts = try loadMaskPrompts(actions, origins: script.origins)
+        if let overlay { try checkWritableFolder(of: overlay, what: "--overlay") }
+
+        let net = try SAM2Model(config: cfg, checkpointPath: ckpt)
+        try interruption.check("before tracking started; nothing written")
+
+        let createdOutput = try prepareOutput()  // only once model, video and prompts are known to be good
+        var keepOutput = false
+        defer { if createdOutput && !keepOutput { rmdir(output) } }  // removes it only if still empty
+
+        // Track, keeping each frame's latest masks run-length encoded (small); a later
+        // propagation over a frame replaces its earlier masks.
         let predictor = VideoPredictor(model: net, source: source)
         let progress = Progress(total: source.frameCount)
         predictor.onImageEncoded = { _ in progress.tick() }
-
-        // Keep each frame's latest masks, run-length encoded (small), and write once all actions ran.
         var latest = [Int: [(objectId: Int, counts: [Int])]]()
-        try predictor.run(actions, loadMask: loadMaskPNG) { _, _, result in
-            let masks = result.videoMasks()
-            latest[result.frameIndex] = zip(result.objectIds, masks).map { obj, bits in
-                (obj, BinaryMask(width: result.videoWidth, height: result.videoHeight, bits: bits).rleCounts())
+        var lastFrame: Int?
+        do {
+            try predictor.run(actions, loadMask: { try maskPrompts[$0] ?? loadMaskPNG($0) }) { _, _, result in
+                let masks = result.videoMasks()
+                latest[result.frameIndex] = zip(result.objectIds, masks).map { obj, bits in
+                    (obj, BinaryMask(width: result.videoWidth, height: result.videoHeight, bits: bits).rleCounts())
+                }
+                lastFrame = result.frameIndex
+                if interruption.signal != nil { throw StopTracking() }  // between frames; reported below
             }
-        }
+        } catch is StopTracking {}
         progress.finish()
+        let stoppedTracking = interruption.signal != nil
 
-        let w = source.videoWidth, h = source.videoHeight
-        let sink: MaskSink
-        switch format {
-        case .png: sink = try PNGSequenceSink(directory: output)
-        case .palette: sink = try PaletteSink(directory: output, width: w, height: h)
-        case .rle: sink = try RLESink(directory: output)
-        }
+        // Write what is known: everything, or on an interrupt the frames tracked so far. A further
+        // signal stops the writing too, between files.
         func masks(_ frame: Int) throws -> [(objectId: Int, mask: BinaryMask)] {
             try (latest[frame] ?? []).map { ($0.objectId, try BinaryMask.fromRLE(counts: $0.counts, height: h, width: w)) }
         }
-        for frame in latest.keys.sorted() { try sink.write(frameIndex: frame, masks: try masks(frame)) }
-        try sink.finish()
+        let signalsBeforeWriting = interruption.count
+        let frames = latest.keys.sorted()
+        var written = 0
+        keepOutput = true
+        switch format {
+        case .rle:
+            let sink = try RLESink(directory: output)
+            for frame in frames { try sink.write(frameIndex: frame, masks: try masks(frame)) }
+            try sink.finish()  // one file, written at once
+            written = frames.count
+        case .png, .palette:
+            let sink: MaskSink = format == .png ? try PNGSequenceSink(directory: output)
+                                                : try PaletteSink(directory: output, width: w, height: h)
+            for frame in frames where interruption.count == signalsBeforeWriting {
+                try sink.write(frameIndex: frame, masks: try masks(frame))
+                written += 1
+            }
+            try sink.finish()
+        }
+        if let signal = interruption.signal {
+            let position = !stoppedTracking ? "while writing masks"
+                : lastFrame.map { "after frame \($0) of \(source.frameCount)" } ?? "before the first frame was tracked"
+            throw Interrupted(signal: signal, message: "\(position); masks of \(written) of \(source.frameCount) frames written to \(output)"
+                              + (overlay != nil ? ", no overlay written" : ""))
+        }
 
         if let overlay {
             let markers = QuickPrompts.markers(actions)
             let reader = try VideoFrameReader(path: video, limit: limit)
             let writer = try OverlayWriter(path: overlay, width: w, height: h, fps: reader.fps)
             while let frame = try reader.nextFrame() {
+                try interruption.check("while writing the overlay; masks of all \(written) frames are in \(output), no overlay written")
                 let m = markers[frame.index]
                 try writer.append(frame: frame, masks: try masks(frame.index), points: m?.points ?? [], boxes: m?.boxes ?? [])
             }
-            try writer.finish()
+            try writer.finish()  // until here the overlay is a hidden temporary file, deleted if we stop
         }
         let elapsed = Date().timeIntervalSince(started)
         let objects = Set(latest.values.flatMap { $0.map(\.objectId) }).sorted()
@@ -139,18 +205,116 @@ struct Track: ParsableCommand {
                      progress.count, output, overlay.map { ", overlay \($0)" } ?? ""))
     }
 
-    /// The output folder must be new or empty unless --overwrite.
-    private func prepareOutput() throws {
+    /// Mask prompts are read (and so checked) before tracking starts.
+    private func loadMaskPrompts(_ actions: [PromptAction], origins: [String]) throws -> [String: (mask: [UInt8], width: Int, height: Int)] {
+        var masks = [String: (mask: [UInt8], width: Int, height: Int)]()
+        for (step, action) in actions.enumerated() {
+            guard case let .mask(_, _, file) = action, masks[file] == nil else { continue }
+            do { masks[file] = try loadMaskPNG(file) } catch {
+                throw PredictorError("\(origins[step]).mask_png: \(describe(error))")
+            }
+        }
+        return masks
+    }
+
+    /// The output folder must be new or empty unless --overwrite. Returns whether it was created.
+    private func prepareOutput() throws -> Bool {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: output, isDirectory: &isDir) {
             guard isDir.boolValue else { throw PredictorError("output \(output) exists and is not a folder") }
-            let contents = (try? FileManager.default.contentsOfDirectory(atPath: output)) ?? []
+            let contents: [String]
+            do { contents = try FileManager.default.contentsOfDirectory(atPath: output) } catch {
+                throw PredictorError("cannot read output folder \(output): \(describe(error))")
+            }
             if !contents.isEmpty && !overwrite {
                 throw PredictorError("output folder \(output) is not empty; pass --overwrite to replace its files")
             }
-        } else {
-            try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+            guard FileManager.default.isWritableFile(atPath: output) else {
+                throw PredictorError("output folder \(output) is not writable")
+            }
+            return false
         }
+        do {
+            try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        } catch {
+            throw PredictorError("cannot create output folder \(output): \(describe(error))")
+        }
+        return true
+    }
+}
+
+/// An input file must exist, be a regular file and be readable; one line naming which.
+func checkReadableFile(_ path: String, what: String) throws {
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+        throw PredictorError("\(what) \(path): no such file")
+    }
+    guard !isDir.boolValue else { throw PredictorError("\(what) \(path) is a folder, not a file") }
+    guard FileManager.default.isReadableFile(atPath: path) else { throw PredictorError("\(what) \(path): permission denied") }
+}
+
+/// An output file's folder must exist and be writable before any work is done.
+func checkWritableFolder(of path: String, what: String) throws {
+    var isDir: ObjCBool = false
+    if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
+        throw PredictorError("\(what) \(path) is a folder, not a file")
+    }
+    let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
+    guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDir), isDir.boolValue else {
+        throw PredictorError("\(what) \(path): folder \(folder) does not exist")
+    }
+    guard FileManager.default.isWritableFile(atPath: folder) else {
+        throw PredictorError("\(what) \(path): folder \(folder) is not writable")
+    }
+}
+
+private struct StopTracking: Error {}
+
+/// A stop requested by SIGINT or SIGTERM; `message` says where it stopped and what was written.
+/// Exit status 128 + signal.
+struct Interrupted: Error {
+    let signal: Int32
+    let message: String
+    var status: Int32 { 128 + signal }
+}
+
+func signalName(_ signal: Int32) -> String {
+    signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : "signal \(signal)"
+}
+
+/// SIGINT and SIGTERM as a flag checked between frames, so that a stop leaves only complete
+/// files: the default action would kill the process wherever it is. Signals are counted, so a
+/// second one can also stop the writing that follows the first.
+final class Interruption {
+    private let lock = NSLock()
+    private var signals: [Int32] = []
+    private var sources: [DispatchSourceSignal] = []
+
+    static func install() -> Interruption {
+        let interruption = Interruption()
+        for sig in [SIGINT, SIGTERM] {
+            Foundation.signal(sig, SIG_IGN)  // delivered through the dispatch source instead
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { [weak interruption] in interruption?.record(sig) }
+            source.resume()
+            interruption.sources.append(source)
+        }
+        return interruption
+    }
+
+    private func record(_ sig: Int32) {
+        lock.lock(); defer { lock.unlock() }
+        signals.append(sig)
+    }
+
+    /// How many signals arrived so far.
+    var count: Int { lock.lock(); defer { lock.unlock() }; return signals.count }
+    /// The first signal received, which sets the exit status.
+    var signal: Int32? { lock.lock(); defer { lock.unlock() }; return signals.first }
+
+    /// Throws `Interrupted` with `message` if a signal has arrived.
+    func check(_ message: @autoclosure () -> String) throws {
+        if let signal { throw Interrupted(signal: signal, message: message()) }
     }
 }
 
@@ -174,7 +338,8 @@ enum CheckpointCache {
 enum QuickPrompts {
     struct Group { var frame: Int; var obj = 1; var points: [[Double]] = []; var labels: [Int] = []; var box: [Double]? }
 
-    static func actions(from args: [String], forwardOnly: Bool) throws -> [PromptAction] {
+    /// The actions, and for each the flags it came from (for messages).
+    static func actions(from args: [String], forwardOnly: Bool) throws -> (actions: [PromptAction], origins: [String]) {
         var groups = [Group]()
         var i = 0
         func value(_ flag: String) throws -> String {
@@ -218,9 +383,10 @@ enum QuickPrompts {
             }
             i += 1
         }
-        var actions = [PromptAction]()
+        var actions = [PromptAction](), origins = [String]()
         for (n, g) in groups.enumerated() {
             if g.points.isEmpty && g.box == nil { throw PredictorError("--frame \(g.frame) has no --point, --neg or --box") }
+            let origin = "--frame \(g.frame)" + (groups.count > 1 ? " (group \(n + 1))" : "")
             if let b = g.box {
                 actions.append(.box(frame: g.frame, obj: g.obj, box: b, points: g.points, labels: g.labels))
             } else {
@@ -230,8 +396,22 @@ enum QuickPrompts {
             // Frames before the earliest prompt are tracked backward from it.
             let earliest = groups[0...n].map(\.frame).min()!
             if !forwardOnly && earliest > 0 { actions.append(.propagate(start: nil, reverse: true, max: nil)) }
+            origins += Array(repeating: origin, count: actions.count - origins.count)
         }
-        return actions
+        return (actions, origins)
+    }
+
+    /// Every object id the actions prompt.
+    static func objectIds(_ actions: [PromptAction]) -> [Int] {
+        var ids = [Int]()
+        for a in actions {
+            switch a {
+            case let .points(_, obj, _, _, _), let .box(_, obj, _, _, _), let .mask(_, obj, _):
+                if !ids.contains(obj) { ids.append(obj) }
+            default: break
+            }
+        }
+        return ids
     }
 
     /// Prompt markers per frame for the overlay video.

@@ -263,9 +263,15 @@ final class VideoExportTests: XCTestCase {
     func testOverlayRejectsMismatchedInput() throws {
         let dir = try S.makeTempDir("overlay-bad")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let writer = try OverlayWriter(path: dir + "/o.mp4", width: 32, height: 32, fps: 10)
-        let frame = VideoFrame(index: 0, width: 16, height: 16, rgb: [UInt8](repeating: 0, count: 16 * 16 * 3))
-        XCTAssertThrowsError(try writer.append(frame: frame, masks: [], points: [], boxes: []))
+        do {
+            let writer = try OverlayWriter(path: dir + "/o.mp4", width: 32, height: 32, fps: 10)
+            let frame = VideoFrame(index: 0, width: 16, height: 16, rgb: [UInt8](repeating: 0, count: 16 * 16 * 3))
+            XCTAssertThrowsError(try writer.append(frame: frame, masks: [], points: [], boxes: []))
+            let mask = BinaryMask(width: 8, height: 8)
+            let good = VideoFrame(index: 0, width: 32, height: 32, rgb: [UInt8](repeating: 0, count: 32 * 32 * 3))
+            XCTAssertThrowsError(try writer.append(frame: good, masks: [(objectId: 1, mask: mask)], points: [], boxes: []))
+            // Abandoned without finish(): deinit removes the temporary file.
+        }
         XCTAssertThrowsError(try OverlayWriter(path: dir + "/z.mp4", width: 0, height: 32, fps: 10))
         XCTAssertThrowsError(try OverlayWriter(path: dir + "/no/such/dir/o.mp4", width: 32, height: 32, fps: 10))
         XCTAssertThrowsError(try OverlayWriter(path: dir + "/v.mp4", width: 32, height: 32, fps: 10, encoder: "vp9"))
