@@ -180,16 +180,27 @@ public enum ImageIO {
 
     /// Read a whole file, distinguishing missing, unreadable and empty files.
     static func readFileBytes(path: String) throws -> [UInt8] {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw ImageIOError.fileNotFound(path: path)
+        // POSIX reads: exact errors, and no Foundation buffer leaked on empty files.
+        let fd = open(path, O_RDONLY | O_NONBLOCK)
+        guard fd >= 0 else {
+            throw errno == ENOENT ? ImageIOError.fileNotFound(path: path)
+                                  : ImageIOError.unreadable(path: path, reason: String(cString: strerror(errno)))
         }
-        if isDir.boolValue { throw ImageIOError.unreadable(path: path, reason: "is a directory") }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ImageIOError.unreadable(path: path, reason: "permission denied or I/O error")
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw ImageIOError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        if (st.st_mode & S_IFMT) == S_IFDIR { throw ImageIOError.unreadable(path: path, reason: "is a directory") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw ImageIOError.unreadable(path: path, reason: "not a regular file") }
+        let size = Int(st.st_size)
+        if size == 0 { throw ImageIOError.emptyFile(path: path) }
+        var bytes = [UInt8](repeating: 0, count: size)
+        var done = 0
+        while done < size {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, size - done) }
+            if n <= 0 { throw ImageIOError.unreadable(path: path, reason: n == 0 ? "file shrank while reading" : String(cString: strerror(errno))) }
+            done += n
         }
-        if data.isEmpty { throw ImageIOError.emptyFile(path: path) }
-        return [UInt8](data)
+        return bytes
     }
 
     /// Decode a PNG or JPEG (chosen by magic bytes, not by extension) into a frame.
