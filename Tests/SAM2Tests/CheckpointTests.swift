@@ -376,23 +376,8 @@ private func zip(_ files: [String: [UInt8]]) -> [UInt8] {
     zip(files.sorted { $0.key < $1.key })
 }
 
-/// A plain (non-ZIP64) archive of stored entries; CRCs are left zero (not checked).
-private func zip(_ files: [(String, [UInt8])]) -> [UInt8] {
-    var out = [UInt8](), central = [UInt8]()
-    for (name, data) in files {
-        let offset = out.count, n = Array(name.utf8)
-        out += le32(0x0403_4b50) + le16(20) + le16(0) + le16(0) + le16(0) + le16(0) + le32(0)
-            + le32(UInt32(data.count)) + le32(UInt32(data.count)) + le16(n.count) + le16(0) + n + data
-        central += le32(0x0201_4b50) + le16(20) + le16(20) + le16(0) + le16(0) + le16(0) + le16(0) + le32(0)
-            + le32(UInt32(data.count)) + le32(UInt32(data.count)) + le16(n.count) + le16(0) + le16(0)
-            + le16(0) + le16(0) + le32(0) + le32(UInt32(offset)) + n
-    }
-    let cdOffset = out.count
-    out += central
-    out += le32(0x0605_4b50) + le16(0) + le16(0) + le16(files.count) + le16(files.count)
-        + le32(UInt32(central.count)) + le32(UInt32(cdOffset)) + le16(0)
-    return out
-}
+/// A plain archive of stored entries (shared with the robustness tests).
+private func zip(_ files: [(String, [UInt8])]) -> [UInt8] { makeZip(files) }
 
 /// A tiny deterministic generator for the byte-flip test.
 private struct SplitMix {

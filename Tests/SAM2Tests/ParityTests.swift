@@ -114,13 +114,19 @@ final class ParityTests: XCTestCase {
     }
 
     func replayStrict(_ dir: String, records: Int) throws {
+        let r = try replay(dir)
+        XCTAssertEqual(r.records, records)
+        XCTAssertTrue(r.strictPass, r.summary)
+    }
+
+    /// `sam2 replay`'s code path on a fixture, compared like compare.py.
+    func replay(_ dir: String) throws -> ParityReport {
         let out = TestPaths.tempFile("replay.safetensors")
         defer { try? FileManager.default.removeItem(atPath: out) }
         _ = try Conformance.replay(fixture: dir, output: out, loadMask: loadMaskForTests)
         let r = try ParityReport.compare(fixture: dir, candidate: out)
         print("\(URL(fileURLWithPath: dir).lastPathComponent) parity: \(r.summary)")
-        XCTAssertEqual(r.records, records)
-        XCTAssertTrue(r.strictPass, r.summary)
+        return r
     }
 
     /// The mask-prompt path layer by layer (antialiased resizes, mask downsampling, the mask as output).
@@ -182,22 +188,12 @@ final class ParityTests: XCTestCase {
     /// The shared fixtures, when `../shared` is present: micro_bedroom (default post-processing,
     /// compared by IoU) and tiny_dog (the full-size sam2.1_hiera_t at 1024, strict).
     func testSharedMicroBedroom() throws {
-        let dir = try TestPaths.sharedFixture("micro_bedroom")
-        let out = TestPaths.tempFile("micro_bedroom.safetensors")
-        defer { try? FileManager.default.removeItem(atPath: out) }
-        _ = try Conformance.replay(fixture: dir, output: out, loadMask: loadMaskForTests)
-        let r = try ParityReport.compare(fixture: dir, candidate: out)
-        print("micro_bedroom parity: \(r.summary)")
+        let r = try replay(try TestPaths.sharedFixture("micro_bedroom"))
         XCTAssertTrue(r.defaultPass, r.summary)
     }
 
     func testSharedTinyDogStrict() throws {
-        let dir = try TestPaths.sharedFixture("tiny_dog")
-        let out = TestPaths.tempFile("tiny_dog.safetensors")
-        defer { try? FileManager.default.removeItem(atPath: out) }
-        _ = try Conformance.replay(fixture: dir, output: out, loadMask: loadMaskForTests)
-        let r = try ParityReport.compare(fixture: dir, candidate: out)
-        print("tiny_dog parity: \(r.summary)")
+        let r = try replay(try TestPaths.sharedFixture("tiny_dog"))
         XCTAssertTrue(r.strictPass, r.summary)
     }
 
