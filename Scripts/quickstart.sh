@@ -12,6 +12,7 @@ fi
 swift build -c release
 fixture=Tests/SAM2Tests/Fixtures/micro_synth
 out=${1:-out/quickstart}
+mkdir -p "$out"
 .build/release/sam2 track Tests/SAM2Tests/Fixtures/synth.mp4 \
   --config "$fixture/config.yaml" --checkpoint "$fixture/checkpoint.pt" \
   --frame 0 --point 240,135 --frame 3 --point 240,135 --neg 100,200 \
