@@ -118,7 +118,7 @@ final class CheckpointTests: XCTestCase {
 
     func testRefusesMaliciousGlobals() throws {
         // GLOBAL os.system; ('echo pwned',); REDUCE; STOP
-        var p = PickleBytes()
+        var p = PickleWriter()
         p.global("os", "system"); p.str("echo pwned"); p.op(0x85); p.op(0x52); p.op(0x2E)
         let path = try write(zip(["archive/data.pkl": p.bytes]), "evil.pt")
         assertThrows({ if case .refusedGlobal(_, "os.system") = $0 { return true }; return false }) {
@@ -127,13 +127,13 @@ final class CheckpointTests: XCTestCase {
         XCTAssertTrue((try? Checkpoint.load(path: path)) == nil)
 
         // STACK_GLOBAL builtins.eval, and a torch function outside the allow-list.
-        var q = PickleBytes()
+        var q = PickleWriter()
         q.str("builtins"); q.str("eval"); q.op(0x93); q.str("1+1"); q.op(0x85); q.op(0x52); q.op(0x2E)
         let path2 = try write(zip(["archive/data.pkl": q.bytes]), "evil2.pt")
         assertThrows({ if case .refusedGlobal(_, "builtins.eval") = $0 { return true }; return false }) {
             _ = try TorchCheckpoint.load(path: path2)
         }
-        var r = PickleBytes()
+        var r = PickleWriter()
         r.global("torch._utils", "_rebuild_parameter"); r.op(0x29); r.op(0x52); r.op(0x2E)
         let path3 = try write(zip(["archive/data.pkl": r.bytes]), "evil3.pt")
         assertThrows({ $0.description.contains("refused pickle global 'torch._utils._rebuild_parameter'") }) {
@@ -328,40 +328,14 @@ private func findSignature(_ bytes: [UInt8], _ signature: UInt32) -> Int? {
     return (0...(bytes.count - 4)).first { Array(bytes[$0..<($0 + 4)]) == s }
 }
 
-/// Protocol-2 pickle opcodes, written by hand.
-private struct PickleBytes {
-    var bytes: [UInt8] = [0x80, 0x02]
-    mutating func op(_ o: UInt8) { bytes.append(o) }
-    mutating func str(_ s: String) { bytes += [0x58] + le32(UInt32(s.utf8.count)) + Array(s.utf8) }
-    mutating func int(_ i: Int) { bytes += [0x4A] + le32(UInt32(bitPattern: Int32(i))) }
-    mutating func global(_ module: String, _ name: String) { bytes += [0x63] + Array("\(module)\n\(name)\n".utf8) }
-    mutating func tuple(_ values: [Int]) { op(0x28); values.forEach { int($0) }; op(0x74) }
-}
-
 private struct TensorSpec {
     var name: String, key: String, storage = "FloatStorage", numel: Int, offset = 0, size: [Int], stride: [Int]
 }
 
-/// A pickle shaped like torch.save's: {"model": OrderedDict(name -> _rebuild_tensor_v2(...))}.
+/// A pickle shaped like torch.save's (the shared writer in RobustnessSupport).
 private func stateDictPickle(_ tensors: [TensorSpec], wrapInModel: Bool) -> [UInt8] {
-    var p = PickleBytes()
-    if wrapInModel { p.op(0x7D); p.str("model") }
-    p.global("collections", "OrderedDict"); p.op(0x29); p.op(0x52)
-    p.op(0x28)
-    for t in tensors {
-        p.str(t.name)
-        p.global("torch._utils", "_rebuild_tensor_v2")
-        p.op(0x28)
-        p.op(0x28); p.str("storage"); p.global("torch", t.storage); p.str(t.key); p.str("cpu"); p.int(t.numel); p.op(0x74)
-        p.op(0x51) // BINPERSID
-        p.int(t.offset); p.tuple(t.size); p.tuple(t.stride); p.op(0x89)
-        p.global("collections", "OrderedDict"); p.op(0x29); p.op(0x52)
-        p.op(0x74); p.op(0x52)
-    }
-    p.op(0x75) // SETITEMS
-    if wrapInModel { p.op(0x73) }
-    p.op(0x2E)
-    return p.bytes
+    PickleWriter.stateDict(tensors.map { ($0.name, $0.storage, $0.key, $0.numel, $0.offset, $0.size, $0.stride) },
+                           wrapInModel: wrapInModel)
 }
 
 private func torchZip(prefix: String = "checkpoint", tensors: [TensorSpec], storages: [String: [UInt8]],

@@ -168,9 +168,10 @@ struct PickleWriter {
     }
 
     /// torch.save's shape: {"model": OrderedDict(name -> _rebuild_tensor_v2(storage, offset, size, stride, ...))}.
-    static func stateDict(_ tensors: [(name: String, storage: String, key: String, numel: Int, offset: Int, size: [Int], stride: [Int])]) -> [UInt8] {
+    static func stateDict(_ tensors: [(name: String, storage: String, key: String, numel: Int, offset: Int, size: [Int], stride: [Int])],
+                          wrapInModel: Bool = true) -> [UInt8] {
         var p = PickleWriter()
-        p.op(0x7D); p.str("model")
+        if wrapInModel { p.op(0x7D); p.str("model") }
         p.global("collections", "OrderedDict"); p.op(0x29); p.op(0x52)
         p.op(0x28)
         for t in tensors {
@@ -183,7 +184,9 @@ struct PickleWriter {
             p.global("collections", "OrderedDict"); p.op(0x29); p.op(0x52)
             p.op(0x74); p.op(0x52)
         }
-        p.op(0x75); p.op(0x73); p.op(0x2E)  // SETITEMS, SETITEM, STOP
+        p.op(0x75)  // SETITEMS
+        if wrapInModel { p.op(0x73) }  // SETITEM
+        p.op(0x2E)  // STOP
         return p.bytes
     }
 }
