@@ -204,7 +204,7 @@ final class CheckpointTests: XCTestCase {
             XCTAssertThrowsError(try Checkpoint.load(path: path), "prefix of \(length) bytes")
         }
         // Byte flips anywhere: either a clean load or a clean error.
-        var rng = SplitMix(seed: 42)
+        var rng = SeededRandom(seed: 42)
         for _ in 0..<600 {
             var bad = good
             for _ in 0..<(1 + Int(rng.next() % 3)) {
@@ -352,16 +352,3 @@ private func zip(_ files: [String: [UInt8]]) -> [UInt8] {
 
 /// A plain archive of stored entries (shared with the robustness tests).
 private func zip(_ files: [(String, [UInt8])]) -> [UInt8] { makeZip(files) }
-
-/// A tiny deterministic generator for the byte-flip test.
-private struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
