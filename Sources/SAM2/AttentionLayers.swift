@@ -28,7 +28,8 @@ struct RoPEAttention {
     let base: ProjectedAttention
     let theta: Float
     let internalDim: Int
-    private var ropeCache: [Int: AxialRoPE] = [:]
+    /// The rotation tables depend only on the grid: built once per size, not per call.
+    private static let ropeTables = Memo<[Float], AxialRoPE>()
 
     init(_ w: WeightStore, _ prefix: String, dim: Int, heads: Int, downsampleRate: Int, kvInDim: Int?, theta: Float) throws {
         base = try ProjectedAttention(w, prefix, dim: dim, heads: heads, downsampleRate: downsampleRate, kvInDim: kvInDim)
@@ -38,7 +39,8 @@ struct RoPEAttention {
 
     func rope(queries: Int) -> AxialRoPE {
         let side = Int(Double(queries).squareRoot().rounded())
-        return AxialRoPE(dim: internalDim / base.heads, side: side, theta: theta)
+        let dim = internalDim / base.heads
+        return Self.ropeTables.value(for: [Float(dim), Float(side), theta]) { AxialRoPE(dim: dim, side: side, theta: theta) }
     }
 
     func callAsFunction(q: Tensor, k: Tensor, v: Tensor, excludedKeys: Int = 0, rope: AxialRoPE) -> Tensor {

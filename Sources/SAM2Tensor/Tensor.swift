@@ -166,10 +166,6 @@ public struct Tensor: Equatable, CustomStringConvertible {
         let n = count / shape[0]
         return Array(data[(c * n)..<((c + 1) * n)])
     }
-
-    // MARK: statistics
-
-    public var maxAbs: Float { data.reduce(0) { Swift.max($0, abs($1)) } }
 }
 
 /// Round float32 values to bfloat16 (round to nearest, ties to even) and back,
