@@ -32,7 +32,7 @@ public enum Parallelism {
     /// Worker threads for GEMMs and pointwise kernels: the cores this process may use, or $SAM2_THREADS.
     nonisolated(unsafe) public static var threads: Int = {
         if let s = ProcessInfo.processInfo.environment["SAM2_THREADS"], let n = Int(s), n > 0 { return min(n, 64) }
-        return max(1, min(ProcessInfoCores.count, 64))
+        return max(1, min(ProcessInfo.processInfo.activeProcessorCount, 64))
     }()
     /// True while `independentTasks` runs: nested kernels then stay on their own thread.
     nonisolated(unsafe) public private(set) static var inParallelRegion = false
@@ -51,12 +51,5 @@ public enum Parallelism {
             while i < count { body(i); i += n }
         }
         inParallelRegion = false
-    }
-}
-
-enum ProcessInfoCores {
-    static var count: Int {
-        let n = sysconf(Int32(_SC_NPROCESSORS_ONLN))
-        return n > 0 ? Int(n) : 1
     }
 }
