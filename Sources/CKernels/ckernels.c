@@ -2,6 +2,9 @@
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // Scalar reference versions (any CPU). exp to about 1 ulp: Cephes' polynomial on [-ln2/2, ln2/2]
@@ -265,4 +268,11 @@ void sam2_layernorm_channels(float *x, size_t c, size_t hw, const float *w, cons
             for (size_t i = 0; i < np; i++) row[i] = (row[i] - m[i]) * rstd[i] * wc + bc;
         }
     }
+}
+
+void sam2_keep_freed_memory(void) {
+#if defined(__GLIBC__)
+    mallopt(M_MMAP_MAX, 0);               // large blocks come from the heap too...
+    mallopt(M_TRIM_THRESHOLD, 0x7fffffff); // ...and stay there when freed
+#endif
 }

@@ -45,10 +45,17 @@ struct RoPEAttention {
 
     func callAsFunction(q: Tensor, k: Tensor, v: Tensor, excludedKeys: Int = 0, rope: AxialRoPE) -> Tensor {
         var qp = base.qProj(q), kp = base.kProj(k)
-        let vp = base.vProj(v)
         rope.apply(&qp, rows: qp.shape[0], heads: base.heads)
         rope.apply(&kp, rows: kp.shape[0] - excludedKeys, heads: base.heads)
-        let o = Attention.scaledDotProduct(q: qp, k: kp, v: vp, heads: base.heads)
+        let o: Tensor
+        if base.heads == 1 && v.shape[1] < internalDim {
+            // Values are not rotated and each softmax row sums to one, so
+            // softmax(q kᵀ)·(v Wᵀ + b) = (softmax(q kᵀ)·v)·Wᵀ + b: attending over the narrow memory
+            // rows (64 wide) and projecting afterwards does a quarter of the value-side work.
+            o = base.vProj(Attention.scaledDotProduct(q: qp, k: kp, v: v, heads: 1))
+        } else {
+            o = Attention.scaledDotProduct(q: qp, k: kp, v: base.vProj(v), heads: base.heads)
+        }
         return base.outProj(o)
     }
 }

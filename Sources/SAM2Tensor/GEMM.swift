@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 import Dispatch
 import Foundation
 
@@ -14,7 +15,13 @@ public enum GEMM {
 
     /// OpenBLAS runs single-threaded: large products are split across our own threads instead,
     /// so OpenBLAS's spinning workers never compete with the pointwise kernels between calls.
-    private static let singleThreadedBLAS: Void = { openblas_set_num_threads(1) }()
+    /// And glibc's malloc keeps freed blocks instead of unmapping them: every frame allocates the
+    /// same few hundred MB of activations, and fresh mappings cost a page fault per 4 KB
+    /// (a quarter of the image encoder's time before this).
+    private static let singleThreadedBLAS: Void = {
+        openblas_set_num_threads(1)
+        sam2_keep_freed_memory()
+    }()
 
     /// `C[m,n] = alpha * op(A) · op(B) + beta * C`, row-major, on raw pointers with leading dimensions.
     /// Products of more than ~4 MFLOP are split into fixed slabs of C (256 rows, or 4096 columns

@@ -44,10 +44,15 @@ struct Bench: ParsableCommand {
         t0 = Date()
         try predictor.addPoints(frame: 0, objectId: 1, points: [(p[0], p[1])], labels: [1])
         let firstClick = Date().timeIntervalSince(t0)
-        // Click to mask on a frame whose embedding is cached.
-        t0 = Date()
-        try predictor.addPoints(frame: 0, objectId: 1, points: [(p[0], p[1]), (p[0] * 0.5, p[1] * 0.5)], labels: [1, 0])
-        let cachedClick = Date().timeIntervalSince(t0)
+        // Click to mask on a frame whose embedding is cached (median of 9 clicks).
+        var clicks = [Double]()
+        for i in 0..<9 {
+            t0 = Date()
+            try predictor.addPoints(frame: 0, objectId: 1, points: [(p[0], p[1]), (p[0] * 0.5, p[1] * (0.5 + 0.01 * Double(i)))],
+                                    labels: [1, 0])
+            clicks.append(Date().timeIntervalSince(t0))
+        }
+        let cachedClick = clicks.sorted()[clicks.count / 2]
 
         var perFrame = [Double](), stages = [[String: Double]](), flops = [Double](), decode = [Double]()
         var last = Date(), lastStages = net.stageSeconds, lastFlops = GEMM.flops, lastDecode = source.seconds
