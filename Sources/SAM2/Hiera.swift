@@ -50,7 +50,7 @@ struct HieraBlock {
             attended = attended.reshaped([outH, outW, dimOut])
         }
         var y = shortcut + attended
-        y += mlp(norm2(y))
+        mlp.residual(&y, norm: norm2)
         return y
     }
 

@@ -6,9 +6,8 @@ import SAM2Tensor
 struct MemoryAttentionLayer {
     let selfAttn: RoPEAttention
     let crossAttn: RoPEAttention
-    let linear1: Linear, linear2: Linear
+    let feedForward: MLP  // linear1, activation, linear2
     let norm1: LayerNorm, norm2: LayerNorm, norm3: LayerNorm
-    let activation: Activation
     let posAtAttn: Bool, posAtCrossKeys: Bool, posAtCrossQueries: Bool
 
     init(_ w: WeightStore, _ prefix: String, _ cfg: MemoryAttentionLayerConfig) throws {
@@ -17,12 +16,12 @@ struct MemoryAttentionLayer {
                                      downsampleRate: sa.downsampleRate, kvInDim: sa.kvInDim, theta: Float(sa.ropeTheta))
         crossAttn = try RoPEAttention(w, "\(prefix).cross_attn_image", dim: ca.embeddingDim, heads: ca.numHeads,
                                       downsampleRate: ca.downsampleRate, kvInDim: ca.kvInDim, theta: Float(ca.ropeTheta))
-        linear1 = try Linear(w, "\(prefix).linear1", cfg.dModel, cfg.dimFeedforward)
-        linear2 = try Linear(w, "\(prefix).linear2", cfg.dimFeedforward, cfg.dModel)
+        feedForward = MLP(layers: [try Linear(w, "\(prefix).linear1", cfg.dModel, cfg.dimFeedforward),
+                                   try Linear(w, "\(prefix).linear2", cfg.dimFeedforward, cfg.dModel)],
+                          activation: cfg.activation == "gelu" ? .gelu : .relu, sigmoidOutput: false)
         norm1 = try LayerNorm(w, "\(prefix).norm1", cfg.dModel)
         norm2 = try LayerNorm(w, "\(prefix).norm2", cfg.dModel)
         norm3 = try LayerNorm(w, "\(prefix).norm3", cfg.dModel)
-        activation = cfg.activation == "gelu" ? .gelu : .relu
         posAtAttn = cfg.posEncAtAttn
         posAtCrossKeys = cfg.posEncAtCrossAttnKeys
         posAtCrossQueries = cfg.posEncAtCrossAttnQueries
@@ -41,8 +40,7 @@ struct MemoryAttentionLayer {
                          k: posAtCrossKeys ? memory + memoryPos : memory,
                          v: memory, excludedKeys: excludedKeys, rope: crossRope)
 
-        t2 = norm3(tgt)
-        tgt += linear2(activation.apply(linear1(t2)))
+        feedForward.residual(&tgt, norm: norm3)
         return tgt
     }
 }

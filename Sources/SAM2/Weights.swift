@@ -126,3 +126,14 @@ struct MLP {
         return sigmoidOutput ? h.sigmoid() : h
     }
 }
+
+extension MLP {
+    /// `x += mlp(norm(x))` for a two-layer MLP: the pre-norm residual feed-forward of Hiera blocks
+    /// and memory-attention layers, fused slab by slab (see `FeedForward`).
+    func residual(_ x: inout Tensor, norm: LayerNorm) {
+        precondition(layers.count == 2 && !sigmoidOutput && layers.allSatisfy { $0.bias != nil })
+        FeedForward.residual(&x, normWeight: norm.weight, normBias: norm.bias, eps: norm.eps,
+                             w1: layers[0].weight, b1: layers[0].bias!, activation: activation,
+                             w2: layers[1].weight, b2: layers[1].bias!)
+    }
+}

@@ -66,55 +66,44 @@ public enum Attention {
 
     /// Keys per block of the online-softmax path.
     public static var keyBlock = 512
+    /// Queries per block of the online-softmax path: one block's scores (64 x 512 floats, 128 KB)
+    /// stay in a core's L2 cache from the score product through the softmax to the value product.
+    public static var queryBlock = 64
 
-    /// Flash-style attention for long key sequences: keys in blocks of `keyBlock` with an online
-    /// softmax (running max and sum per query, output rescaled as the max grows), so each key and
-    /// value block is packed once per query block and the scores stay cache-sized.
+    /// Flash-style attention for long key sequences. Each (head, query block) is an independent
+    /// task on one core: keys in blocks of `keyBlock` with an online softmax (running max and sum
+    /// per query, output rescaled as the max grows), so scores never leave the cache.
     static func flash(q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int,
                       v: UnsafePointer<Float>, ldv: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
                       queries nq: Int, keys nk: Int, heads: Int, headDim d: Int, valueHeadDim dv: Int, scale s: Float) {
-        let kb = keyBlock
-        let qb = max(1, min(nq, scoreBlockFloats / kb))
-        var scores = [Float](repeating: 0, count: qb * kb)
-        var m = [Float](repeating: 0, count: qb), l = [Float](repeating: 0, count: qb)
-        scores.withUnsafeMutableBufferPointer { ps in
-            m.withUnsafeMutableBufferPointer { pm in
-                l.withUnsafeMutableBufferPointer { pl in
-                    let sp = ps.baseAddress!, mp = pm.baseAddress!, lp = pl.baseAddress!
-                    for h in 0..<heads {
-                        var q0 = 0
-                        while q0 < nq {
-                            let rows = min(qb, nq - q0)
-                            let o = out + q0 * ldo + h * dv
-                            for r in 0..<rows {
-                                (o + r * ldo).update(repeating: 0, count: dv)
-                                mp[r] = -.infinity
-                                lp[r] = 0
-                            }
-                            var k0 = 0
-                            while k0 < nk {
-                                let n = min(kb, nk - k0)
-                                GEMM.sgemm(transB: true, m: rows, n: n, k: d, alpha: s,
-                                           a: q + q0 * ldq + h * d, lda: ldq, b: k + k0 * ldk + h * d, ldb: ldk, c: sp, ldc: kb)
-                                parallelChunks(rows, minimumChunk: 64) { r in
-                                    sam2_online_softmax_block(sp + r.lowerBound * kb, r.count, n, kb, mp + r.lowerBound,
-                                                              lp + r.lowerBound, o + r.lowerBound * ldo, ldo, dv)
-                                }
-                                GEMM.sgemm(m: rows, n: dv, k: n, a: sp, lda: kb, b: v + k0 * ldv + h * dv, ldb: ldv,
-                                           beta: 1, c: o, ldc: ldo)
-                                k0 += n
-                            }
-                            parallelChunks(rows, minimumChunk: 64) { r in
-                                for i in r {
-                                    let inv = 1 / lp[i]
-                                    let row = o + i * ldo
-                                    for j in 0..<dv { row[j] *= inv }
-                                }
-                            }
-                            q0 += rows
-                        }
-                    }
-                }
+        let kb = keyBlock, qb = queryBlock
+        let queryBlocks = (nq + qb - 1) / qb
+        Parallelism.independentTasks(heads * queryBlocks) { task in
+            let h = task / queryBlocks, q0 = (task % queryBlocks) * qb
+            let rows = min(qb, nq - q0)
+            let o = out + q0 * ldo + h * dv
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: qb * kb + 2 * qb)
+            defer { scratch.deallocate() }
+            let sp = scratch, mp = scratch + qb * kb, lp = mp + qb
+            for r in 0..<rows {
+                (o + r * ldo).update(repeating: 0, count: dv)
+                mp[r] = -.infinity
+                lp[r] = 0
+            }
+            var k0 = 0
+            while k0 < nk {
+                let n = min(kb, nk - k0)
+                GEMM.sgemm(transB: true, m: rows, n: n, k: d, alpha: s,
+                           a: q + q0 * ldq + h * d, lda: ldq, b: k + k0 * ldk + h * d, ldb: ldk, c: sp, ldc: kb)
+                sam2_online_softmax_block(sp, rows, n, kb, mp, lp, o, ldo, dv)
+                GEMM.sgemm(m: rows, n: dv, k: n, a: sp, lda: kb, b: v + k0 * ldv + h * dv, ldb: ldv,
+                           beta: 1, c: o, ldc: ldo)
+                k0 += n
+            }
+            for i in 0..<rows {
+                let inv = 1 / lp[i]
+                let row = o + i * ldo
+                for j in 0..<dv { row[j] *= inv }
             }
         }
     }

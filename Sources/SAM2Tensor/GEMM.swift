@@ -118,6 +118,17 @@ public enum GEMM {
         return Tensor(shape: shape, data: out)
     }
 
+    /// `c[rows, out] = x[rows, in] · Wᵀ + bias` (or `c += x · Wᵀ` without a bias) on this thread:
+    /// the building block of fused row-slab kernels. Counts no FLOPs (the caller does).
+    static func linearRows(_ x: UnsafePointer<Float>, rows: Int, inDim: Int, outDim: Int,
+                           weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, into c: UnsafeMutablePointer<Float>) {
+        _ = singleThreadedBLAS
+        if let bias { for r in 0..<rows { (c + r * outDim).update(from: bias, count: outDim) } }
+        blas(false, true, rows, outDim, inDim, 1, x, inDim, weight, inDim, 1, c, outDim)
+    }
+
+    static func countFlops(_ f: Double) { flopsLock.lock(); flopCount += f; flopsLock.unlock() }
+
     /// Run `body(firstRow, rowCount)` over fixed 256-row slabs, on all cores when the work is large.
     static func forEachRowSlab(_ rows: Int, work: Double, _ body: (Int, Int) -> Void) {
         let slab = 256

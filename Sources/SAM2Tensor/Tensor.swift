@@ -64,6 +64,18 @@ public struct Tensor: Equatable, CustomStringConvertible {
         return Tensor(shape: s, data: d)
     }
 
+    /// Read-only pointers to several tensors' values at once, for kernels with many inputs.
+    public static func withPointers<R>(_ tensors: [Tensor], _ body: ([UnsafePointer<Float>]) -> R) -> R {
+        func bind(_ i: Int, _ bound: [UnsafePointer<Float>]) -> R {
+            if i == tensors.count { return body(bound) }
+            return tensors[i].data.withUnsafeBufferPointer { p in
+                precondition(p.baseAddress != nil, "withPointers: empty tensor")
+                return bind(i + 1, bound + [p.baseAddress!])
+            }
+        }
+        return bind(0, [])
+    }
+
     // MARK: elementwise
 
     public static func + (a: Tensor, b: Tensor) -> Tensor {

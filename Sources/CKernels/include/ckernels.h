@@ -29,9 +29,12 @@ void sam2_online_softmax_block(float *s, size_t rows, size_t n, size_t lds,
 void sam2_layernorm_rows(float *x, size_t rows, size_t n, const float *w, const float *b, float eps);
 /// LayerNorm2d: normalise each of `hw` pixels over `c` channels of a `[c, hw]` map in place.
 void sam2_layernorm_channels(float *x, size_t c, size_t hw, const float *w, const float *b, float eps);
+#endif
+
+#ifndef SAM2_CKERNELS_ALLOC
+#define SAM2_CKERNELS_ALLOC
 /// Ask the C allocator to keep freed memory for reuse instead of unmapping it (glibc only;
 /// a no-op elsewhere). Every frame allocates the same activations again, and fresh mappings
 /// cost a page fault per 4 KB.
 void sam2_keep_freed_memory(void);
-
 #endif
