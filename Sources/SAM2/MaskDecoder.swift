@@ -64,8 +64,8 @@ struct MaskDecoder {
         useMultimaskTokenForObjPtr = c.useMultimaskTokenForObjPtr
     }
 
-    /// `image`, `imagePE`, `dense`: `[D, h, w]`; `sparse`: `[T, D]`; `highRes`: (s0, s1) already projected.
-    func callAsFunction(image: Tensor, imagePE: Tensor, sparse: Tensor, dense: Tensor,
+    /// `image`, `dense`: `[D, h, w]`; `imagePETokens`: `[hw, D]`; `sparse`: `[T, D]`; `highRes`: (s0, s1) already projected.
+    func callAsFunction(image: Tensor, imagePETokens: Tensor, sparse: Tensor, dense: Tensor,
                         multimask: Bool, highRes: (s0: Tensor, s1: Tensor)?) -> MaskDecoderOutput {
         let h = image.shape[1], w = image.shape[2]
         var outputTokens = [iouToken, maskTokens]
@@ -74,11 +74,10 @@ struct MaskDecoder {
         let tokens = Tensor.concatRows(outputTokens + [sparse])
 
         let src = (image + dense).chwToTokens()
-        let (hs, srcOut) = transformer(image: src, imagePE: imagePE.chwToTokens(), points: tokens)
+        let (hs, srcOut) = transformer(image: src, imagePE: imagePETokens, points: tokens)
 
         // Upscale the image tokens 4x, adding the high-resolution FPN features on the way.
-        let srcMap = srcOut.tokensToCHW(height: h, width: w)
-        var up = Conv.convTranspose2x2(srcMap, weight: upscale1.weight, bias: upscale1.bias)
+        var up = Conv.convTranspose2x2(tokens: srcOut, height: h, width: w, weight: upscale1.weight, bias: upscale1.bias)
         if let highRes { up += highRes.s1 }
         up = upscaleNorm.channels(up).gelu()
         up = Conv.convTranspose2x2(up, weight: upscale2.weight, bias: upscale2.bias)

@@ -32,8 +32,8 @@ struct PromptEncoder {
     let notAPointEmbed: Tensor
     let noMaskEmbed: Tensor
     let maskConv1: Conv2d, maskNorm1: LayerNorm, maskConv2: Conv2d, maskNorm2: LayerNorm, maskConv3: Conv2d
-    /// `get_dense_pe()`, computed once.
-    let densePE: Tensor
+    /// `get_dense_pe()`, computed once, and as `[HW, D]` token rows for the mask decoder.
+    let densePE: Tensor, densePETokens: Tensor
 
     init(_ w: WeightStore, _ prefix: String, embedDim: Int, embeddingSize: Int, inputImageSize: Int, maskInChans: Int = 16) throws {
         self.embedDim = embedDim
@@ -50,6 +50,7 @@ struct PromptEncoder {
         maskNorm2 = try LayerNorm(w, "\(m).4", maskInChans, eps: 1e-6)
         maskConv3 = try Conv2d(w, "\(m).6", maskInChans, embedDim, kernel: 1)
         densePE = pe.dense(height: embeddingSize, width: embeddingSize)
+        densePETokens = densePE.chwToTokens()
     }
 
     /// Side of the mask prompt the encoder takes (4x the embedding).

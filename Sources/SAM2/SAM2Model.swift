@@ -136,7 +136,7 @@ public final class SAM2Model {
         }
         let (sparse, dense, dec) = timed("mask_decoder") { () -> (Tensor, Tensor, MaskDecoderOutput) in
             let (sparse, dense) = promptEncoder(points: pts, mask: maskPrompt)
-            return (sparse, dense, maskDecoder(image: features, imagePE: promptEncoder.densePE, sparse: sparse, dense: dense,
+            return (sparse, dense, maskDecoder(image: features, imagePETokens: promptEncoder.densePETokens, sparse: sparse, dense: dense,
                                                multimask: multimask, highRes: highRes))
         }
         trace?("prompt_encoder", ["out0": sparse, "out1": dense])

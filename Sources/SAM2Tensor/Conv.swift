@@ -96,33 +96,48 @@ public enum Conv {
     /// `nn.ConvTranspose2d(kernel_size=2, stride=2)`: each input pixel writes its own 2x2 block,
     /// so it is one sgemm followed by a scatter. `weight` is `[Cin, Cout, 2, 2]`.
     public static func convTranspose2x2(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
-        let cin = x.shape[0], h = x.shape[1], w = x.shape[2]
-        let cout = weight.shape[1]
-        precondition(weight.shape[0] == cin && weight.shape[2] == 2 && weight.shape[3] == 2)
+        convTranspose2x2(x, channelsLast: false, height: x.shape[1], width: x.shape[2], weight: weight, bias: bias)
+    }
+
+    /// The same on `[H*W, C]` token rows (the mask decoder's transformer output), saving a transpose.
+    public static func convTranspose2x2(tokens x: Tensor, height h: Int, width w: Int, weight: Tensor, bias: Tensor?) -> Tensor {
+        convTranspose2x2(x, channelsLast: true, height: h, width: w, weight: weight, bias: bias)
+    }
+
+    /// One product `[H*W, Cin] · [Cin, Cout*4]` (every pixel's four outputs), then each output
+    /// channel scattered into its 2x2 blocks.
+    private static func convTranspose2x2(_ x: Tensor, channelsLast: Bool, height h: Int, width w: Int,
+                                         weight: Tensor, bias: Tensor?) -> Tensor {
+        let cin = weight.shape[0], cout = weight.shape[1]
+        precondition(weight.shape[2] == 2 && weight.shape[3] == 2 && x.count == cin * h * w, "convTranspose2x2: \(x.shape) vs \(weight.shape)")
         let n = h * w, m = cout * 4
-        var tmp = [Float](repeating: 0, count: m * n)
+        var tmp = [Float](unsafeUninitializedCapacity: n * m) { _, c in c = n * m }
         weight.data.withUnsafeBufferPointer { pw in
             x.data.withUnsafeBufferPointer { px in
                 tmp.withUnsafeMutableBufferPointer { pt in
-                    GEMM.sgemm(transA: true, m: m, n: n, k: cin, a: pw.baseAddress!, lda: m,
-                               b: px.baseAddress!, ldb: n, c: pt.baseAddress!, ldc: n)
+                    GEMM.sgemm(transA: !channelsLast, m: n, n: m, k: cin, a: px.baseAddress!, lda: channelsLast ? cin : n,
+                               b: pw.baseAddress!, ldb: m, c: pt.baseAddress!, ldc: m)
                 }
             }
         }
-        var out = [Float](repeating: 0, count: cout * 4 * n)
         let wo = 2 * w
-        for co in 0..<cout {
-            let b = bias?.data[co] ?? 0
-            for i in 0..<2 {
-                for j in 0..<2 {
-                    let r = (co * 4 + i * 2 + j) * n
+        let out = [Float](unsafeUninitializedCapacity: cout * 4 * n) { o, count in
+            tmp.withUnsafeBufferPointer { t in
+                let tp = t.baseAddress!, op = o.baseAddress!
+                parallelFor(cout) { co in
+                    let b = bias?.data[co] ?? 0
+                    let plane = op + co * 4 * n
                     for y in 0..<h {
+                        let top = plane + 2 * y * wo, bottom = top + wo
                         for xx in 0..<w {
-                            out[(co * 2 * h + 2 * y + i) * wo + 2 * xx + j] = tmp[r + y * w + xx] + b
+                            let v = tp + (y * w + xx) * m + co * 4  // (i, j) = (0,0) (0,1) (1,0) (1,1)
+                            top[2 * xx] = v[0] + b; top[2 * xx + 1] = v[1] + b
+                            bottom[2 * xx] = v[2] + b; bottom[2 * xx + 1] = v[3] + b
                         }
                     }
                 }
             }
+            count = cout * 4 * n
         }
         return Tensor(shape: [cout, 2 * h, 2 * w], data: out)
     }

@@ -24,8 +24,8 @@ public enum GEMM {
     }()
 
     /// `C[m,n] = alpha * op(A) · op(B) + beta * C`, row-major, on raw pointers with leading dimensions.
-    /// Products of more than ~4 MFLOP are split into fixed slabs of C (256 rows, or 4096 columns
-    /// when C is short and wide), shared among the cores, each an independent single-threaded sgemm.
+    /// Products of more than ~4 MFLOP are split into fixed slabs of C (256 rows, or when C is short,
+    /// 4096 or 128 columns), shared among the cores, each an independent single-threaded sgemm.
     public static func sgemm(transA: Bool = false, transB: Bool = false,
                              m: Int, n: Int, k: Int, alpha: Float = 1,
                              a: UnsafePointer<Float>, lda: Int,
@@ -35,7 +35,8 @@ public enum GEMM {
         flopsLock.lock(); flopCount += 2 * Double(m) * Double(n) * Double(k); flopsLock.unlock()
         // Fixed slabs of rows (or, for short wide products such as convolutions, of columns),
         // whatever the number of threads, so results do not depend on the core count.
-        let rowSlab = 256, colSlab = 4096
+        // Short products (a few prompt tokens against the image) split their columns finely.
+        let rowSlab = 256, colSlab = n >= 8192 ? 4096 : 128
         let byRows = m >= 2 * rowSlab
         if Double(m) * Double(n) * Double(k) < 4_000_000 || (!byRows && n < 2 * colSlab) {
             blas(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)

@@ -20,19 +20,18 @@ public enum Interpolate {
         var out = [Float](repeating: 0, count: c * oh * ow)
         x.data.withUnsafeBufferPointer { s in
             out.withUnsafeMutableBufferPointer { d in
-                for ch in 0..<c {
+                parallelFor(c * oh, minimumPerThread: max(1, 16384 / max(ow, 1))) { row in
+                    let ch = row / oh, oy = row % oh
                     let sp = s.baseAddress! + ch * ih * iw
                     let dp = d.baseAddress! + ch * oh * ow
-                    for oy in 0..<oh {
-                        let (y0, y1, wy0, wy1) = ty[oy]
-                        let r0 = sp + y0 * iw, r1 = sp + y1 * iw
-                        let drow = dp + oy * ow
-                        for ox in 0..<ow {
-                            let (x0, x1, wx0, wx1) = tx[ox]
-                            let a = wx0 * r0[x0] + wx1 * r0[x1]
-                            let b = wx0 * r1[x0] + wx1 * r1[x1]
-                            drow[ox] = a * wy0 + b * wy1
-                        }
+                    let (y0, y1, wy0, wy1) = ty[oy]
+                    let r0 = sp + y0 * iw, r1 = sp + y1 * iw
+                    let drow = dp + oy * ow
+                    for ox in 0..<ow {
+                        let (x0, x1, wx0, wx1) = tx[ox]
+                        let a = wx0 * r0[x0] + wx1 * r0[x1]
+                        let b = wx0 * r1[x0] + wx1 * r1[x1]
+                        drow[ox] = a * wy0 + b * wy1
                     }
                 }
             }

@@ -144,24 +144,25 @@ public struct Tensor: Equatable, CustomStringConvertible {
     public func transposed() -> Tensor {
         precondition(rank == 2)
         let r = shape[0], c = shape[1]
-        var out = [Float](repeating: 0, count: count)
-        data.withUnsafeBufferPointer { s in
-            out.withUnsafeMutableBufferPointer { o in
-                // Blocked so both sides stay in cache.
+        let out = [Float](unsafeUninitializedCapacity: count) { o, n in
+            data.withUnsafeBufferPointer { s in
+                let sp = s.baseAddress!, op = o.baseAddress!
+                // Blocked so both sides stay in cache; row blocks shared among the cores.
                 let bs = 32
-                for i0 in stride(from: 0, to: r, by: bs) {
+                parallelFor((r + bs - 1) / bs, minimumPerThread: max(1, 8192 / max(c * bs, 1))) { bi in
+                    let i0 = bi * bs
                     for j0 in stride(from: 0, to: c, by: bs) {
                         for i in i0..<min(i0 + bs, r) {
-                            for j in j0..<min(j0 + bs, c) { o[j * r + i] = s[i * c + j] }
+                            for j in j0..<min(j0 + bs, c) { op[j * r + i] = sp[i * c + j] }
                         }
                     }
                 }
             }
+            n = count
         }
         return Tensor(shape: [c, r], data: out)
     }
 
-    /// `[C, H, W]` feature map to `[H*W, C]` token rows.
     public func chwToTokens() -> Tensor {
         precondition(rank == 3)
         return reshaped([shape[0], shape[1] * shape[2]]).transposed()

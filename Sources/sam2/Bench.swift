@@ -11,7 +11,8 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmark tracking (release builds): per-stage times, GFLOP/s vs. sgemm, click latency, peak RSS.")
 
-    @Option(help: "Video to track through.") var video: String
+    @Option(help: "Video to track through.") var video: String = ""
+    @Flag(help: "Instead of tracking, time the attention kernel on SAM 2's shapes at 1024 (best of 5).") var kernels = false
     @Option(help: "Frames to track (the first is the prompted frame).") var frames: Int = 8
     @Option(help: "Model config YAML.") var config: String?
     @Option(help: "Model name (default sam2.1_hiera_tiny).") var model: String?
@@ -19,7 +20,33 @@ struct Bench: ParsableCommand {
     @Option(help: "Click x,y on frame 0 (default: the frame's centre).") var point: String?
 
     func run() throws {
+        if kernels { benchKernels(); return }
+        if video.isEmpty { fail("--video is required") }
         do { try bench() } catch { fail("\(error)") }
+    }
+
+    /// Attention on the shapes that dominate a tracked frame, in GFLOP/s, next to sgemm's rate.
+    private func benchKernels() {
+        print("sgemm \(String(format: "%.1f", measureSGEMM())) GFLOP/s")
+        let shapes: [(String, Int, Int, Int, Int, Int)] = [  // name, queries, keys, heads, head dim, value head dim
+            ("memory cross-attention", 4096, 7 * 4096 + 64, 1, 256, 64),
+            ("memory self-attention", 4096, 4096, 1, 256, 256),
+            ("Hiera global attention", 4096, 4096, 4, 96, 96),
+        ]
+        var g = SystemRandomNumberGenerator()
+        for (name, nq, nk, heads, d, dv) in shapes {
+            let q = Tensor(shape: [nq, heads * d], data: (0..<(nq * heads * d)).map { _ in Float.random(in: -1...1, using: &g) })
+            let k = Tensor(shape: [nk, heads * d], data: (0..<(nk * heads * d)).map { _ in Float.random(in: -1...1, using: &g) })
+            let v = Tensor(shape: [nk, heads * dv], data: (0..<(nk * heads * dv)).map { _ in Float.random(in: -1...1, using: &g) })
+            var best = Double.infinity
+            for _ in 0..<5 {
+                let t0 = Date()
+                _ = Attention.scaledDotProduct(q: q, k: k, v: v, heads: heads)
+                best = min(best, Date().timeIntervalSince(t0))
+            }
+            let flop = 2 * Double(nq) * Double(nk) * Double(heads) * Double(d + dv)
+            print(String(format: "%@: %.1f ms, %.1f GFLOP/s", name, best * 1000, flop / best / 1e9))
+        }
     }
 
     private func bench() throws {
@@ -48,8 +75,9 @@ struct Bench: ParsableCommand {
         var clicks = [Double]()
         for i in 0..<9 {
             t0 = Date()
-            try predictor.addPoints(frame: 0, objectId: 1, points: [(p[0], p[1]), (p[0] * 0.5, p[1] * (0.5 + 0.01 * Double(i)))],
-                                    labels: [1, 0])
+            // Click to mask: the mask at the video's resolution, as the official predictor returns it.
+            _ = try predictor.addPoints(frame: 0, objectId: 1, points: [(p[0], p[1]), (p[0] * 0.5, p[1] * (0.5 + 0.01 * Double(i)))],
+                                        labels: [1, 0]).videoMasks()
             clicks.append(Date().timeIntervalSince(t0))
         }
         let cachedClick = clicks.sorted()[clicks.count / 2]
