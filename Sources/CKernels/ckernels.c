@@ -241,7 +241,7 @@ void sam2_layernorm_rows(float *x, size_t rows, size_t n, const float *w, const 
     }
 }
 
-void sam2_layernorm_channels(float *x, size_t c, size_t hw, const float *w, const float *b, float eps) {
+void sam2_layernorm_channels(float *x, size_t c, size_t hw, size_t stride, const float *w, const float *b, float eps) {
     // Blocks of pixels so the per-pixel statistics stay in cache while channels stream by.
     enum { B = 256 };
     double mean[B], var[B];
@@ -250,12 +250,12 @@ void sam2_layernorm_channels(float *x, size_t c, size_t hw, const float *w, cons
         size_t np = hw - p0 < B ? hw - p0 : B;
         for (size_t i = 0; i < np; i++) { mean[i] = 0; var[i] = 0; }
         for (size_t ch = 0; ch < c; ch++) {
-            const float *row = x + ch * hw + p0;
+            const float *row = x + ch * stride + p0;
             for (size_t i = 0; i < np; i++) mean[i] += row[i];
         }
         for (size_t i = 0; i < np; i++) mean[i] /= (double)c;
         for (size_t ch = 0; ch < c; ch++) {
-            const float *row = x + ch * hw + p0;
+            const float *row = x + ch * stride + p0;
             for (size_t i = 0; i < np; i++) { double d = row[i] - mean[i]; var[i] += d * d; }
         }
         for (size_t i = 0; i < np; i++) {
@@ -263,7 +263,7 @@ void sam2_layernorm_channels(float *x, size_t c, size_t hw, const float *w, cons
             rstd[i] = (float)(1.0 / sqrt(var[i] / (double)c + (double)eps));
         }
         for (size_t ch = 0; ch < c; ch++) {
-            float *row = x + ch * hw + p0;
+            float *row = x + ch * stride + p0;
             float wc = w[ch], bc = b[ch];
             for (size_t i = 0; i < np; i++) row[i] = (row[i] - m[i]) * rstd[i] * wc + bc;
         }

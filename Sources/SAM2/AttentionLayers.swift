@@ -68,54 +68,42 @@ struct ProjectedAttention {
     }
 
     /// The image reading the tokens. Per head, scores `(q Wq,hᵀ + bq,h)·k_hᵀ = q·(Wq,hᵀ k_hᵀ) + bq,h·k_hᵀ`,
-    /// and the output projection distributes over heads: `Σ_h P_h·(v_h Wₒ,hᵀ) + bₒ`. Both image-sized
-    /// products become `[4096, dim]·[dim, heads·nk]` and back, instead of four `[4096, dim]` projections.
+    /// and the output projection distributes over heads: `Σ_h P_h·(v_h Wₒ,hᵀ) + bₒ`. So the image side
+    /// sees two linears, `[4096, dim] → [4096, heads·nk]` and back, instead of four `[4096, dim]` projections.
     private func fewKeys(q: Tensor, k: Tensor, v: Tensor) -> Tensor {
         let nq = q.shape[0], nk = k.shape[0], dim = q.shape[1], inner = internalDim, hd = inner / heads
         let outDim = outProj.outDim, width = heads * nk
         let kp = kProj(k), vp = vProj(v)
         let scale = 1 / Float(hd).squareRoot()
-        var folded = [Float](repeating: 0, count: dim * width)     // [dim, heads·nk]
-        var keyBias = [Float](repeating: 0, count: width)          // scale · bq,h·k_hᵀ
-        var valueOut = [Float](repeating: 0, count: width * outDim)  // [heads·nk, outDim]
-        var out = [Float](unsafeUninitializedCapacity: nq * outDim) { _, n in n = nq * outDim }
-        Tensor.withPointers([q, kp, vp, qProj.weight, qProj.bias!, outProj.weight, outProj.bias!]) { p in
-            let (qx, kpp, vpp, wq, bq, wo, bo) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6])
-            folded.withUnsafeMutableBufferPointer { f in
-                valueOut.withUnsafeMutableBufferPointer { vo in
-                    out.withUnsafeMutableBufferPointer { o in
-                        for h in 0..<heads {
-                            // Wq,hᵀ · k_hᵀ: [dim, hd] · [hd, nk]
-                            GEMM.sgemm(transA: true, transB: true, m: dim, n: nk, k: hd, a: wq + h * hd * dim, lda: dim,
-                                       b: kpp + h * hd, ldb: inner, c: f.baseAddress! + h * nk, ldc: width)
-                            for j in 0..<nk {
-                                var acc: Float = 0
-                                for d in 0..<hd { acc += bq[h * hd + d] * kpp[j * inner + h * hd + d] }
-                                keyBias[h * nk + j] = scale * acc
-                            }
-                            // v_h · Wₒ,hᵀ: [nk, hd] · [hd, outDim]
-                            GEMM.sgemm(transB: true, m: nk, n: outDim, k: hd, a: vpp + h * hd, lda: inner, b: wo + h * hd, ldb: inner,
-                                       c: vo.baseAddress! + h * nk * outDim, ldc: outDim)
-                        }
-                        var scores = [Float](unsafeUninitializedCapacity: nq * width) { _, n in n = nq * width }
-                        scores.withUnsafeMutableBufferPointer { s in
-                            let sp = s.baseAddress!
-                            for r in 0..<nq { (sp + r * width).update(from: keyBias, count: width) }
-                            GEMM.sgemm(m: nq, n: width, k: dim, alpha: scale, a: qx, lda: dim, b: f.baseAddress!, ldb: width,
-                                       beta: 1, c: sp, ldc: width)
-                            // Rows of `nk` scores per (query, head).
-                            parallelChunks(nq * heads, minimumChunk: 4096) { r in
-                                softmaxRows(sp + r.lowerBound * nk, r.count, nk)
-                            }
-                            for r in 0..<nq { (o.baseAddress! + r * outDim).update(from: bo, count: outDim) }
-                            GEMM.sgemm(m: nq, n: outDim, k: width, a: sp, lda: width, b: vo.baseAddress!, ldb: outDim,
-                                       beta: 1, c: o.baseAddress!, ldc: outDim)
+        var scoreWeight = [Float](repeating: 0, count: width * dim)   // rows h·nk+j: scale · k_h[j] Wq,h
+        var scoreBias = [Float](repeating: 0, count: width)           // scale · bq,h·k_h[j]
+        var valueWeight = [Float](repeating: 0, count: outDim * width)  // [outDim, heads·nk]: Wₒ,h v_hᵀ
+        Tensor.withPointers([kp, vp, qProj.weight, qProj.bias!, outProj.weight]) { p in
+            let (kpp, vpp, wq, bq, wo) = (p[0], p[1], p[2], p[3], p[4])
+            scoreWeight.withUnsafeMutableBufferPointer { sw in
+                valueWeight.withUnsafeMutableBufferPointer { vw in
+                    for h in 0..<heads {
+                        GEMM.sgemm(m: nk, n: dim, k: hd, alpha: scale, a: kpp + h * hd, lda: inner, b: wq + h * hd * dim, ldb: dim,
+                                   c: sw.baseAddress! + h * nk * dim, ldc: dim)
+                        GEMM.sgemm(transB: true, m: outDim, n: nk, k: hd, a: wo + h * hd, lda: inner, b: vpp + h * hd, ldb: inner,
+                                   c: vw.baseAddress! + h * nk, ldc: width)
+                        for j in 0..<nk {
+                            var acc: Float = 0
+                            for d in 0..<hd { acc += bq[h * hd + d] * kpp[j * inner + h * hd + d] }
+                            scoreBias[h * nk + j] = scale * acc
                         }
                     }
                 }
             }
         }
-        return Tensor(shape: [nq, outDim], data: out)
+        var scores = GEMM.linear(q, weight: Tensor(shape: [width, dim], data: scoreWeight),
+                                 bias: Tensor(shape: [width], data: scoreBias))
+        scores.data.withUnsafeMutableBufferPointer { s in
+            let sp = s.baseAddress!
+            // Rows of `nk` scores per (query, head).
+            parallelChunks(nq * heads, minimumChunk: 4096) { r in softmaxRows(sp + r.lowerBound * nk, r.count, nk) }
+        }
+        return GEMM.linear(scores, weight: Tensor(shape: [outDim, width], data: valueWeight), bias: outProj.bias)
     }
 }
 

@@ -64,16 +64,18 @@ struct MaskDecoder {
         useMultimaskTokenForObjPtr = c.useMultimaskTokenForObjPtr
     }
 
-    /// `image`, `dense`: `[D, h, w]`; `imagePETokens`: `[hw, D]`; `sparse`: `[T, D]`; `highRes`: (s0, s1) already projected.
+    /// `image`, `imagePETokens`, `dense`: `[hw, D]` tokens of the square embedding; `sparse`: `[T, D]`;
+    /// `highRes`: (s0, s1) already projected.
     func callAsFunction(image: Tensor, imagePETokens: Tensor, sparse: Tensor, dense: Tensor,
                         multimask: Bool, highRes: (s0: Tensor, s1: Tensor)?) -> MaskDecoderOutput {
-        let h = image.shape[1], w = image.shape[2]
+        let h = Int(Double(image.shape[0]).squareRoot()), w = h
+        precondition(h * w == image.shape[0] && image.shape == dense.shape && image.shape == imagePETokens.shape)
         var outputTokens = [iouToken, maskTokens]
         if let objScoreToken { outputTokens.insert(objScoreToken, at: 0) }
         let s = objScoreToken == nil ? 0 : 1
         let tokens = Tensor.concatRows(outputTokens + [sparse])
 
-        let src = (image + dense).chwToTokens()
+        let src = image + dense
         let (hs, srcOut) = transformer(image: src, imagePE: imagePETokens, points: tokens)
 
         // Upscale the image tokens 4x, adding the high-resolution FPN features on the way.
@@ -81,8 +83,7 @@ struct MaskDecoder {
         if let highRes { up += highRes.s1 }
         up = upscaleNorm.channels(up).gelu()
         up = Conv.convTranspose2x2(up, weight: upscale2.weight, bias: upscale2.bias)
-        if let highRes { up += highRes.s0 }
-        up = up.gelu()
+        up = highRes.map { up.gelu(adding: $0.s0) } ?? up.gelu()
 
         // One hypernetwork per mask token turns it into weights over the upscaled channels.
         let hyper = Tensor.concatRows((0..<numMaskTokens).map { hypernetworks[$0](hs.rows((s + 1 + $0)..<(s + 2 + $0))) })

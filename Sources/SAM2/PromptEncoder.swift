@@ -34,6 +34,8 @@ struct PromptEncoder {
     let maskConv1: Conv2d, maskNorm1: LayerNorm, maskConv2: Conv2d, maskNorm2: LayerNorm, maskConv3: Conv2d
     /// `get_dense_pe()`, computed once, and as `[HW, D]` token rows for the mask decoder.
     let densePE: Tensor, densePETokens: Tensor
+    /// The dense embedding without a mask prompt: `no_mask_embed` at every position.
+    let noMaskDenseTokens: Tensor
 
     init(_ w: WeightStore, _ prefix: String, embedDim: Int, embeddingSize: Int, inputImageSize: Int, maskInChans: Int = 16) throws {
         self.embedDim = embedDim
@@ -51,13 +53,14 @@ struct PromptEncoder {
         maskConv3 = try Conv2d(w, "\(m).6", maskInChans, embedDim, kernel: 1)
         densePE = pe.dense(height: embeddingSize, width: embeddingSize)
         densePETokens = densePE.chwToTokens()
+        noMaskDenseTokens = Tensor(zeros: [embeddingSize * embeddingSize, embedDim]).addingRow(noMaskEmbed.data)
     }
 
     /// Side of the mask prompt the encoder takes (4x the embedding).
     var maskInputSize: Int { 4 * embeddingSize }
 
     /// Sparse `[N+1, D]` tokens (points plus one padding point, as SAM 2 never passes boxes
-    /// separately) and the dense `[D, h, w]` embedding.
+    /// separately) and the dense embedding as `[hw, D]` tokens.
     func callAsFunction(points: PointPrompt, mask: Tensor?) -> (sparse: Tensor, dense: Tensor) {
         let coords = points.coords.map { (x: ($0.x + 0.5) / Float(inputImageSize), y: ($0.y + 0.5) / Float(inputImageSize)) }
             + [(x: Float(0.5) / Float(inputImageSize), y: Float(0.5) / Float(inputImageSize))]
@@ -79,12 +82,9 @@ struct PromptEncoder {
             x = maskNorm1.channels(x).gelu()
             x = maskConv2(x)
             x = maskNorm2.channels(x).gelu()
-            dense = maskConv3(x)
+            dense = maskConv3(x).chwToTokens()
         } else {
-            var d = [Float](repeating: 0, count: embedDim * embeddingSize * embeddingSize)
-            let hw = embeddingSize * embeddingSize
-            for c in 0..<embedDim { for i in 0..<hw { d[c * hw + i] = noMaskEmbed.data[c] } }
-            dense = Tensor(shape: [embedDim, embeddingSize, embeddingSize], data: d)
+            dense = noMaskDenseTokens
         }
         return (sparse, dense)
     }

@@ -123,7 +123,8 @@ public final class SAM2Model {
         var ious: [Float]
     }
 
-    /// `_forward_sam_heads`: prompt encoder + mask decoder on (memory-conditioned) frame features.
+    /// `_forward_sam_heads`: prompt encoder + mask decoder on (memory-conditioned) frame features,
+    /// given as `[HW, C]` tokens.
     func forwardSAMHeads(_ features: Tensor, points: PointPrompt?, maskInputs: Tensor?,
                          highRes: (s0: Tensor, s1: Tensor)?, multimask: Bool) -> SAMOutput {
         // No clicks: a single padding point (label -1).
@@ -139,7 +140,8 @@ public final class SAM2Model {
             return (sparse, dense, maskDecoder(image: features, imagePETokens: promptEncoder.densePETokens, sparse: sparse, dense: dense,
                                                multimask: multimask, highRes: highRes))
         }
-        trace?("prompt_encoder", ["out0": sparse, "out1": dense])
+        let side = embeddingSize
+        trace?("prompt_encoder", ["out0": sparse, "out1": dense.tokensToCHW(height: side, width: side)])
         trace?("mask_decoder", ["out0": dec.masks, "out1": Tensor(shape: [dec.ious.count], data: dec.ious),
                                 "out2": dec.samTokens, "out3": Tensor(shape: [1], data: [dec.objectScoreLogit])])
         var lowRes = dec.masks

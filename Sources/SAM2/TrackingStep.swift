@@ -48,7 +48,7 @@ extension SAM2Model {
                    reverse: Bool, runMemoryEncoder: Bool, previousMaskLogits: Tensor? = nil) -> StepOutput {
         let sam: SAMOutput
         if let maskInputs, config.useMaskInputAsOutputWithoutSam {
-            sam = useMaskAsOutput(f.backbone.visionFeatures, highRes: f.highRes, mask: maskInputs)
+            sam = useMaskAsOutput(f.visionTokens, highRes: f.highRes, mask: maskInputs)
         } else {
             let pix = conditionOnMemory(frameIndex: frameIndex, isInitCondFrame: isInitCondFrame, features: f,
                                         memory: memory, numFrames: numFrames, reverse: reverse)
@@ -88,21 +88,22 @@ extension SAM2Model {
 
     /// `_prepare_memory_conditioned_features`: gather the memory bank (conditioning frames, up to
     /// `num_maskmem - 1` recent frames, object pointers) and run memory attention over it.
+    /// Returns the conditioned frame as `[HW, C]` tokens, the layout the mask decoder works in.
     func conditionOnMemory(frameIndex t: Int, isInitCondFrame: Bool, features f: FrameFeatures,
                            memory: ObjectMemory, numFrames: Int, reverse: Bool) -> Tensor {
         let c = hiddenDim
         let numMaskmem = config.numMaskmem
-        if numMaskmem == 0 { return f.visionTokens.tokensToCHW(height: f.height, width: f.width) }
+        if numMaskmem == 0 { return f.visionTokens }
         if isInitCondFrame {
             if config.directlyAddNoMemEmbed {
-                return f.visionTokens.addingRow(noMemEmbed.data).tokensToCHW(height: f.height, width: f.width)
+                return f.visionTokens.addingRow(noMemEmbed.data)
             }
             let mem = Tensor(shape: [1, c], data: noMemEmbed.data)
             let memPos = Tensor(shape: [1, c], data: noMemPosEnc.data)
             let out = memoryAttention(current: f.visionTokens, currentPos: f.visionPosTokens, memory: mem, memoryPos: memPos,
                                       objectPointerTokens: 0)
             trace?("memory_attention", ["out": out])
-            return out.tokensToCHW(height: f.height, width: f.width)
+            return out
         }
 
         let (selected, unselected) = selectClosestCondFrames(t, memory.condFrameOutputs, maxCondFrames: config.maxCondFramesInAttn)
@@ -174,7 +175,7 @@ extension SAM2Model {
                             objectPointerTokens: objectPointerTokens)
         }
         trace?("memory_attention", ["out": out])
-        return out.tokensToCHW(height: f.height, width: f.width)
+        return out
     }
 }
 

@@ -24,6 +24,25 @@ extension Tensor {
         return out
     }
 
+    /// `gelu(self + other)` in one pass.
+    public func gelu(adding other: Tensor) -> Tensor {
+        precondition(shape == other.shape, "gelu(adding:): \(shape) vs \(other.shape)")
+        if count == 0 { return self }
+        let out = [Float](unsafeUninitializedCapacity: count) { o, n in
+            data.withUnsafeBufferPointer { pa in
+                other.data.withUnsafeBufferPointer { pb in
+                    let op = o.baseAddress!, ap = pa.baseAddress!, bp = pb.baseAddress!
+                    parallelChunks(count) { r in
+                        for i in r { op[i] = ap[i] + bp[i] }
+                        sam2_gelu(op + r.lowerBound, r.count)
+                    }
+                }
+            }
+            n = count
+        }
+        return Tensor(shape: shape, data: out)
+    }
+
     public func relu() -> Tensor {
         var out = self
         out.data.withUnsafeMutableBufferPointer { p in

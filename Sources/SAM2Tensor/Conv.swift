@@ -124,15 +124,17 @@ public enum Conv {
         let out = [Float](unsafeUninitializedCapacity: cout * 4 * n) { o, count in
             tmp.withUnsafeBufferPointer { t in
                 let tp = t.baseAddress!, op = o.baseAddress!
-                parallelFor(cout) { co in
-                    let b = bias?.data[co] ?? 0
-                    let plane = op + co * 4 * n
-                    for y in 0..<h {
-                        let top = plane + 2 * y * wo, bottom = top + wo
+                (bias?.data ?? [Float](repeating: 0, count: cout)).withUnsafeBufferPointer { pb in
+                    let bp = pb.baseAddress!
+                    // By input row: each pixel's outputs are read once, contiguously.
+                    parallelFor(h) { y in
                         for xx in 0..<w {
-                            let v = tp + (y * w + xx) * m + co * 4  // (i, j) = (0,0) (0,1) (1,0) (1,1)
-                            top[2 * xx] = v[0] + b; top[2 * xx + 1] = v[1] + b
-                            bottom[2 * xx] = v[2] + b; bottom[2 * xx + 1] = v[3] + b
+                            let v = tp + (y * w + xx) * m  // per channel: (i, j) = (0,0) (0,1) (1,0) (1,1)
+                            for co in 0..<cout {
+                                let top = op + co * 4 * n + 2 * y * wo + 2 * xx, b = bp[co], u = v + 4 * co
+                                top[0] = u[0] + b; top[1] = u[1] + b
+                                top[wo] = u[2] + b; top[wo + 1] = u[3] + b
+                            }
                         }
                     }
                 }

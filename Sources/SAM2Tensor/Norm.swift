@@ -28,7 +28,10 @@ extension Tensor {
         out.data.withUnsafeMutableBufferPointer { p in
             weight.data.withUnsafeBufferPointer { w in
                 bias.data.withUnsafeBufferPointer { b in
-                    sam2_layernorm_channels(p.baseAddress!, c, hw, w.baseAddress!, b.baseAddress!, eps)
+                    let base = p.baseAddress!, wp = w.baseAddress!, bp = b.baseAddress!
+                    parallelChunks(hw, minimumChunk: max(256, 65536 / max(c, 1))) { r in
+                        sam2_layernorm_channels(base + r.lowerBound, c, r.count, hw, wp, bp, eps)
+                    }
                 }
             }
         }

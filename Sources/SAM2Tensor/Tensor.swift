@@ -78,22 +78,33 @@ public struct Tensor: Equatable, CustomStringConvertible {
 
     // MARK: elementwise
 
+    /// One pass writing the sum (no copy of `a` first), split over the cores when large.
     public static func + (a: Tensor, b: Tensor) -> Tensor {
         precondition(a.shape == b.shape, "add: \(a.shape) vs \(b.shape)")
-        var out = a
-        out.data.withUnsafeMutableBufferPointer { o in
-            b.data.withUnsafeBufferPointer { bb in
-                for i in 0..<o.count { o[i] += bb[i] }
+        if a.count == 0 { return a }
+        let out = [Float](unsafeUninitializedCapacity: a.count) { o, n in
+            a.data.withUnsafeBufferPointer { pa in
+                b.data.withUnsafeBufferPointer { pb in
+                    let op = o.baseAddress!, ap = pa.baseAddress!, bp = pb.baseAddress!
+                    parallelChunks(a.count, minimumChunk: 1 << 16) { r in
+                        for i in r { op[i] = ap[i] + bp[i] }
+                    }
+                }
             }
+            n = a.count
         }
-        return out
+        return Tensor(shape: a.shape, data: out)
     }
 
     public static func += (a: inout Tensor, b: Tensor) {
         precondition(a.shape == b.shape, "add: \(a.shape) vs \(b.shape)")
+        if a.count == 0 { return }
         a.data.withUnsafeMutableBufferPointer { o in
-            b.data.withUnsafeBufferPointer { bb in
-                for i in 0..<o.count { o[i] += bb[i] }
+            b.data.withUnsafeBufferPointer { pb in
+                let op = o.baseAddress!, bp = pb.baseAddress!
+                parallelChunks(o.count, minimumChunk: 1 << 16) { r in
+                    for i in r { op[i] += bp[i] }
+                }
             }
         }
     }

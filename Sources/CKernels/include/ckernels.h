@@ -27,8 +27,9 @@ void sam2_online_softmax_block(float *s, size_t rows, size_t n, size_t lds,
 #define SAM2_CKERNELS_NORM
 /// LayerNorm over each row of `rows x n` values in place (mean and variance accumulated in double).
 void sam2_layernorm_rows(float *x, size_t rows, size_t n, const float *w, const float *b, float eps);
-/// LayerNorm2d: normalise each of `hw` pixels over `c` channels of a `[c, hw]` map in place.
-void sam2_layernorm_channels(float *x, size_t c, size_t hw, const float *w, const float *b, float eps);
+/// LayerNorm2d: normalise each of `hw` pixels over `c` channels in place; channel rows are
+/// `stride` floats apart (the map's pixel count; `hw` may be a slice of them).
+void sam2_layernorm_channels(float *x, size_t c, size_t hw, size_t stride, const float *w, const float *b, float eps);
 #endif
 
 #ifndef SAM2_CKERNELS_ALLOC
