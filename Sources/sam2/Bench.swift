@@ -18,6 +18,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Model name (default sam2.1_hiera_tiny).") var model: String?
     @Option(help: "Checkpoint file.") var checkpoint: String?
     @Option(help: "Click x,y on frame 0 (default: the frame's centre).") var point: String?
+    @Option(help: "Objects to track (each gets one click on frame 0, spread along the frame's diagonal).") var objects: Int = 1
 
     func run() throws {
         if kernels { benchKernels(); return }
@@ -67,6 +68,11 @@ struct Bench: ParsableCommand {
         let w = Double(source.videoWidth), h = Double(source.videoHeight)
         let p = point.map { $0.split(separator: ",").compactMap { Double($0) } } ?? [w / 2, h / 2]
         guard p.count == 2 else { throw PredictorError("--point needs x,y") }
+        guard objects >= 1 else { throw PredictorError("--objects must be at least 1") }
+        for obj in 2...max(objects, 2) where obj <= objects {
+            let f = Double(obj - 1) / Double(objects)
+            try predictor.addPoints(frame: 0, objectId: obj, points: [(w * (0.1 + 0.8 * f), h * (0.1 + 0.8 * f))], labels: [1])
+        }
 
         t0 = Date()
         try predictor.addPoints(frame: 0, objectId: 1, points: [(p[0], p[1])], labels: [1])
@@ -106,6 +112,7 @@ struct Bench: ParsableCommand {
             print(s.padding(toLength: 20, withPad: " ", startingAt: 0) + String(format: "%.3f", median(stages.map { $0[s] ?? 0 })))
         }
         let gf = median(flops) / 1e9
+        if objects > 1 { print("objects: \(objects) (one image-encoder pass per frame; stages summed over objects)") }
         print(String(format: "tracking per frame: median %.3f s, mean %.3f s over %d frames; %.0f GFLOP/frame in sgemm -> %.1f GFLOP/s (%.0f%% of sgemm)",
                      med, perFrame.reduce(0, +) / Double(perFrame.count), perFrame.count, gf, gf / med, 100 * gf / med / sgemm))
         print(String(format: "peak RSS %.0f MB", peakRSSMegabytes()))
