@@ -9,14 +9,10 @@ public struct FrameFeatures {
     /// Lowest-resolution features and position encoding as `[HW, C]` tokens.
     let visionTokens: Tensor
     let visionPosTokens: Tensor
-    let height: Int, width: Int
 
     public init(_ backbone: BackboneFeatures) {
         self.backbone = backbone
-        let v = backbone.visionFeatures
-        height = v.shape[1]
-        width = v.shape[2]
-        visionTokens = v.chwToTokens()
+        visionTokens = backbone.visionFeatures.chwToTokens()
         visionPosTokens = backbone.positions[backbone.positions.count - 1].chwToTokens()
     }
 

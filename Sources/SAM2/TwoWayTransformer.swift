@@ -31,17 +31,15 @@ struct TwoWayAttentionBlock {
         }
         queries = norm1(queries)
 
-        var q = queries + queryPE
-        var k = keys + keyPE
-        queries += crossTokenToImage(q: q, k: k, v: keys)
+        // The image side (keys + PE) is the same for both cross-attentions: keys change only after.
+        let k = keys + keyPE
+        queries += crossTokenToImage(q: queries + queryPE, k: k, v: keys)
         queries = norm2(queries)
 
         queries += mlp(queries)
         queries = norm3(queries)
 
-        q = queries + queryPE
-        k = keys + keyPE
-        keys += crossImageToToken(q: k, k: q, v: queries)
+        keys += crossImageToToken(q: k, k: queries + queryPE, v: queries)
         keys = norm4(keys)
         return (queries, keys)
     }

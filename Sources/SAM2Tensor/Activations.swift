@@ -60,13 +60,7 @@ extension Tensor {
     }
 }
 
-/// Softmax of `n` values in place (max-subtracted, as PyTorch does).
-@inline(__always)
-public func softmaxInPlace(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
-    sam2_softmax_rows(p, 1, n)
-}
-
-/// Softmax of each of `rows` rows of `n` values in place.
+/// Softmax of each of `rows` rows of `n` values in place (max-subtracted, as PyTorch does).
 @inline(__always)
 public func softmaxRows(_ p: UnsafeMutablePointer<Float>, _ rows: Int, _ n: Int) {
     sam2_softmax_rows(p, rows, n)

@@ -22,7 +22,7 @@ public enum FeedForward {
                     let h = t + n * dim, xs = xp + r0 * dim
                     t.update(from: xs, count: n * dim)
                     sam2_layernorm_rows(t, n, dim, nw, nb, eps)
-                    GEMM.linearRows(t, rows: n, inDim: dim, outDim: hidden, weight: w1p, bias: b1p, into: h)
+                    GEMM.linearRows(t, rows: n, inDim: dim, outDim: hidden, weight: w1p, bias: b1p, accumulate: false, into: h)
                     switch activation {
                     case .gelu: sam2_gelu(h, n * hidden)
                     case .relu: for i in 0..<(n * hidden) where h[i] < 0 { h[i] = 0 }
@@ -31,7 +31,7 @@ public enum FeedForward {
                     for r in 0..<n {
                         for c in 0..<dim { xs[r * dim + c] += b2p[c] }
                     }
-                    GEMM.linearRows(h, rows: n, inDim: hidden, outDim: dim, weight: w2p, bias: nil, into: xs)
+                    GEMM.linearRows(h, rows: n, inDim: hidden, outDim: dim, weight: w2p, bias: nil, accumulate: true, into: xs)
                 }
             }
         }

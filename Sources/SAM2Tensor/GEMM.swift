@@ -1,6 +1,5 @@
 import CBLAS
 import CKernels
-import Dispatch
 import Foundation
 
 /// Matrix products on OpenBLAS's `cblas_sgemm`: the one kernel almost all of SAM 2's time goes to.
@@ -32,7 +31,7 @@ public enum GEMM {
                              b: UnsafePointer<Float>, ldb: Int,
                              beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
         _ = singleThreadedBLAS
-        flopsLock.lock(); flopCount += 2 * Double(m) * Double(n) * Double(k); flopsLock.unlock()
+        countFlops(2 * Double(m) * Double(n) * Double(k))
         // Fixed slabs of rows (or, for short wide products such as convolutions, of columns),
         // whatever the number of threads, so results do not depend on the core count.
         // Short products (a few prompt tokens against the image) split their columns finely.
@@ -43,7 +42,7 @@ public enum GEMM {
             return
         }
         let slabs = byRows ? (m + rowSlab - 1) / rowSlab : (n + colSlab - 1) / colSlab
-        let run = { (t: Int) in
+        parallelFor(slabs) { t in
             if byRows {
                 let r0 = t * rowSlab, rows = min(rowSlab, m - r0)
                 blas(transA, transB, rows, n, k, alpha, transA ? a + r0 : a + r0 * lda, lda, b, ldb, beta, c + r0 * ldc, ldc)
@@ -51,12 +50,6 @@ public enum GEMM {
                 let c0 = t * colSlab, cols = min(colSlab, n - c0)
                 blas(transA, transB, m, cols, k, alpha, a, lda, transB ? b + c0 * ldb : b + c0, ldb, beta, c + c0, ldc)
             }
-        }
-        let threads = Parallelism.inParallelRegion ? 1 : min(Parallelism.threads, slabs)
-        if threads <= 1 { for t in 0..<slabs { run(t) }; return }
-        DispatchQueue.concurrentPerform(iterations: threads) { w in
-            var t = w
-            while t < slabs { run(t); t += threads }
         }
     }
 
@@ -98,18 +91,16 @@ public enum GEMM {
         var shape = x.shape
         shape[shape.count - 1] = outDim
         guard rows > 0 else { return Tensor(shape: shape, data: []) }
-        _ = singleThreadedBLAS
-        flopsLock.lock(); flopCount += 2 * Double(rows) * Double(outDim) * Double(inDim); flopsLock.unlock()
+        countFlops(2 * Double(rows) * Double(outDim) * Double(inDim))
         let out = [Float](unsafeUninitializedCapacity: rows * outDim) { buffer, initialized in
             let c = buffer.baseAddress!
             x.data.withUnsafeBufferPointer { px in
                 weight.data.withUnsafeBufferPointer { pw in
                     (bias?.data ?? []).withUnsafeBufferPointer { pb in
-                        let hasBias = bias != nil
+                        let b = bias == nil ? nil : pb.baseAddress
                         forEachRowSlab(rows, work: Double(rows) * Double(outDim) * Double(inDim)) { r0, n in
-                            if hasBias { for r in r0..<(r0 + n) { (c + r * outDim).update(from: pb.baseAddress!, count: outDim) } }
-                            blas(false, true, n, outDim, inDim, 1, px.baseAddress! + r0 * inDim, inDim, pw.baseAddress!, inDim,
-                                 hasBias ? 1 : 0, c + r0 * outDim, outDim)
+                            linearRows(px.baseAddress! + r0 * inDim, rows: n, inDim: inDim, outDim: outDim,
+                                       weight: pw.baseAddress!, bias: b, accumulate: false, into: c + r0 * outDim)
                         }
                     }
                 }
@@ -119,13 +110,14 @@ public enum GEMM {
         return Tensor(shape: shape, data: out)
     }
 
-    /// `c[rows, out] = x[rows, in] · Wᵀ + bias` (or `c += x · Wᵀ` without a bias) on this thread:
-    /// the building block of fused row-slab kernels. Counts no FLOPs (the caller does).
-    static func linearRows(_ x: UnsafePointer<Float>, rows: Int, inDim: Int, outDim: Int,
-                           weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, into c: UnsafeMutablePointer<Float>) {
+    /// `c[rows, out] = x[rows, in] · Wᵀ + bias` on this thread, or with `accumulate` (and no bias)
+    /// `c += x · Wᵀ`: the building block of `linear` and the fused row-slab kernels. Counts no FLOPs
+    /// (the caller does).
+    static func linearRows(_ x: UnsafePointer<Float>, rows: Int, inDim: Int, outDim: Int, weight: UnsafePointer<Float>,
+                           bias: UnsafePointer<Float>?, accumulate: Bool, into c: UnsafeMutablePointer<Float>) {
         _ = singleThreadedBLAS
         if let bias { for r in 0..<rows { (c + r * outDim).update(from: bias, count: outDim) } }
-        blas(false, true, rows, outDim, inDim, 1, x, inDim, weight, inDim, 1, c, outDim)
+        blas(false, true, rows, outDim, inDim, 1, x, inDim, weight, inDim, bias != nil || accumulate ? 1 : 0, c, outDim)
     }
 
     static func countFlops(_ f: Double) { flopsLock.lock(); flopCount += f; flopsLock.unlock() }
@@ -134,14 +126,6 @@ public enum GEMM {
     static func forEachRowSlab(_ rows: Int, work: Double, _ body: (Int, Int) -> Void) {
         let slab = 256
         guard work >= 4_000_000 && rows >= 2 * slab else { body(0, rows); return }
-        let slabs = (rows + slab - 1) / slab
-        let threads = Parallelism.inParallelRegion ? 1 : min(Parallelism.threads, slabs)
-        if threads <= 1 { for t in 0..<slabs { body(t * slab, min(slab, rows - t * slab)) }; return }
-        DispatchQueue.concurrentPerform(iterations: threads) { w in
-            var t = w
-            while t < slabs { body(t * slab, min(slab, rows - t * slab)); t += threads }
-        }
+        parallelFor((rows + slab - 1) / slab) { t in body(t * slab, min(slab, rows - t * slab)) }
     }
-
-
 }

@@ -174,6 +174,7 @@ public struct Tensor: Equatable, CustomStringConvertible {
         return Tensor(shape: [c, r], data: out)
     }
 
+    /// `[C, H, W]` feature map to `[H*W, C]` token rows.
     public func chwToTokens() -> Tensor {
         precondition(rank == 3)
         return reshaped([shape[0], shape[1] * shape[2]]).transposed()

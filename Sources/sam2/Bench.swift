@@ -70,7 +70,7 @@ struct Bench: ParsableCommand {
         let p = point.map { $0.split(separator: ",").compactMap { Double($0) } } ?? [w / 2, h / 2]
         guard p.count == 2 else { throw PredictorError("--point needs x,y") }
         guard objects >= 1 else { throw PredictorError("--objects must be at least 1") }
-        for obj in 2...max(objects, 2) where obj <= objects {
+        for obj in stride(from: 2, through: objects, by: 1) {
             let f = Double(obj - 1) / Double(objects)
             try predictor.addPoints(frame: 0, objectId: obj, points: [(w * (0.1 + 0.8 * f), h * (0.1 + 0.8 * f))], labels: [1])
         }
