@@ -66,7 +66,7 @@ static void online_generic(float *s, size_t rows, size_t n, size_t lds,
         if (mnew > m[r]) {
             float alpha = exp_poly(m[r] - mnew);
             float *orow = o + r * ldo;
-            for (size_t j = 0; j < dv; j++) orow[j] *= alpha;
+            for (size_t j = 0; j < dv; j++) orow[j] *= alpha;  /* dv = 0: no output (o may be NULL) */
             l[r] = l[r] * alpha + sum;
             m[r] = mnew;
         } else {
@@ -150,6 +150,25 @@ AVX2 static void row_scale(float *p, size_t n, float k) {
 }
 
 AVX2 static void softmax_rows_avx2(float *x, size_t rows, size_t n) {
+    if (n < 8) {
+        // Short rows (a head's scores over a few prompt tokens): subtract each row's max, then
+        // exponentiate the whole block 8 lanes at a time, then normalise row by row.
+        for (size_t r = 0; r < rows; r++) {
+            float *p = x + r * n, m = p[0];
+            for (size_t j = 1; j < n; j++) m = p[j] > m ? p[j] : m;
+            for (size_t j = 0; j < n; j++) p[j] -= m;
+        }
+        size_t total = rows * n, i = 0;
+        for (; i + 8 <= total; i += 8) _mm256_storeu_ps(x + i, exp8(_mm256_loadu_ps(x + i)));
+        for (; i < total; i++) x[i] = exp_poly(x[i]);
+        for (size_t r = 0; r < rows; r++) {
+            float *p = x + r * n, s = 0;
+            for (size_t j = 0; j < n; j++) s += p[j];
+            float inv = 1.0f / s;
+            for (size_t j = 0; j < n; j++) p[j] *= inv;
+        }
+        return;
+    }
     for (size_t r = 0; r < rows; r++) {
         float *p = x + r * n;
         float s = row_exp_sum(p, n, row_max(p, n));
@@ -166,7 +185,7 @@ AVX2 static void online_avx2(float *s, size_t rows, size_t n, size_t lds,
         float sum = row_exp_sum(p, n, mnew);
         if (mnew > m[r]) {
             float alpha = exp_poly(m[r] - mnew);
-            row_scale(o + r * ldo, dv, alpha);
+            if (dv) row_scale(o + r * ldo, dv, alpha);
             l[r] = l[r] * alpha + sum;
             m[r] = mnew;
         } else {
@@ -266,6 +285,30 @@ void sam2_layernorm_channels(float *x, size_t c, size_t hw, size_t stride, const
             float *row = x + ch * stride + p0;
             float wc = w[ch], bc = b[ch];
             for (size_t i = 0; i < np; i++) row[i] = (row[i] - m[i]) * rstd[i] * wc + bc;
+        }
+    }
+}
+
+void sam2_interleave2x2(const float *products, size_t cout, size_t rows, size_t w, const float *bias,
+                        const float *skip, size_t skip_stride, float *out, size_t out_stride) {
+    size_t n = rows * w, wo = 2 * w;
+    for (size_t co = 0; co < cout; co++) {
+        float b = bias[co];
+        for (size_t y = 0; y < rows; y++) {
+            for (size_t i = 0; i < 2; i++) {
+                const float *even = products + ((i * 2) * cout + co) * n + y * w;      // j = 0
+                const float *odd = products + ((i * 2 + 1) * cout + co) * n + y * w;   // j = 1
+                float *o = out + co * out_stride + (2 * y + i) * wo;
+                if (skip) {
+                    const float *s = skip + co * skip_stride + (2 * y + i) * wo;
+                    for (size_t x = 0; x < w; x++) {
+                        o[2 * x] = (even[x] + b) + s[2 * x];
+                        o[2 * x + 1] = (odd[x] + b) + s[2 * x + 1];
+                    }
+                } else {
+                    for (size_t x = 0; x < w; x++) { o[2 * x] = even[x] + b; o[2 * x + 1] = odd[x] + b; }
+                }
+            }
         }
     }
 }

@@ -17,28 +17,29 @@ struct ProjectedAttention {
     }
 
     func callAsFunction(q: Tensor, k: Tensor, v: Tensor) -> Tensor {
-        let nq = q.shape[0], nk = k.shape[0]
-        // The mask decoder's prompt tokens (a handful) against the 4096 image tokens: fold the
-        // image side's projections into the tokens' side, a tenth of the work (same math).
-        if nq <= 64 && nk >= 16 * nq { return fewQueries(q: q, k: k, v: v) }
-        if nk <= 64 && nq >= 16 * nk { return fewKeys(q: q, k: k, v: v) }
         let o = Attention.scaledDotProduct(q: qProj(q), k: kProj(k), v: vProj(v), heads: heads)
         return outProj(o)
     }
 
     private var internalDim: Int { qProj.outDim }
 
-    /// Tokens reading the image. Per head, scores `q_h·(k Wₖ,hᵀ + bₖ,h)ᵀ = (q_h Wₖ,h)·kᵀ + q_h·bₖ,h`,
-    /// and the last term is the same for every key, so the softmax drops it; values
-    /// `P·(v Wᵥ,hᵀ + bᵥ,h) = (P·v)·Wᵥ,hᵀ + bᵥ,h` since each softmax row sums to one.
-    private func fewQueries(q: Tensor, k: Tensor, v: Tensor) -> Tensor {
-        let nq = q.shape[0], nk = k.shape[0], kvIn = k.shape[1], inner = internalDim, hd = inner / heads
+    // The mask decoder's cross-attentions pit a handful of prompt tokens against the 4096 image
+    // tokens. Folding the image side's projections into the tokens' side does a fraction of the
+    // work (same math), and the image side is read in slabs that stay in cache.
+
+    /// Tokens reading the image: `self(q: q, k: image + imagePE, v: image)`. Per head, scores
+    /// `q_h·(k Wₖ,hᵀ + bₖ,h)ᵀ = (q_h Wₖ,h)·kᵀ + q_h·bₖ,h`, and the last term is the same for every
+    /// key, so the softmax drops it; values `P·(v Wᵥ,hᵀ + bᵥ,h) = (P·v)·Wᵥ,hᵀ + bᵥ,h` since each
+    /// softmax row sums to one. So all heads are one attention of `heads·nq` rows over the raw image.
+    func tokensReadingImage(_ q: Tensor, image: Tensor, imagePE: Tensor) -> Tensor {
+        let nq = q.shape[0], nk = image.shape[0], kvIn = image.shape[1], inner = internalDim, hd = inner / heads
+        precondition(imagePE.shape == image.shape && kProj.weight.shape[1] == kvIn)
         let qp = qProj(q)
-        var folded = [Float](repeating: 0, count: heads * nq * kvIn)   // [heads·nq, kvIn]
-        var attended = [Float](repeating: 0, count: heads * nq * kvIn) // softmax·v, same shape
+        var folded = [Float](repeating: 0, count: heads * nq * kvIn)   // [heads·nq, kvIn]: q_h Wₖ,h
+        var attended = [Float](repeating: 0, count: heads * nq * kvIn) // softmax · image, same shape
         var out = [Float](repeating: 0, count: nq * inner)
-        Tensor.withPointers([qp, k, v, kProj.weight, vProj.weight, vProj.bias!]) { p in
-            let (qpp, kp, vp, wk, wv, bv) = (p[0], p[1], p[2], p[3], p[4], p[5])
+        Tensor.withPointers([qp, image, imagePE, kProj.weight, vProj.weight, vProj.bias!]) { p in
+            let (qpp, kp, pe, wk, wv, bv) = (p[0], p[1], p[2], p[3], p[4], p[5])
             folded.withUnsafeMutableBufferPointer { f in
                 attended.withUnsafeMutableBufferPointer { a in
                     out.withUnsafeMutableBufferPointer { o in
@@ -46,15 +47,8 @@ struct ProjectedAttention {
                             GEMM.sgemm(m: nq, n: kvIn, k: hd, a: qpp + h * hd, lda: inner, b: wk + h * hd * kvIn, ldb: kvIn,
                                        c: f.baseAddress! + h * nq * kvIn, ldc: kvIn)
                         }
-                        let rows = heads * nq
-                        var scores = [Float](repeating: 0, count: rows * nk)
-                        scores.withUnsafeMutableBufferPointer { s in
-                            GEMM.sgemm(transB: true, m: rows, n: nk, k: kvIn, alpha: 1 / Float(hd).squareRoot(),
-                                       a: f.baseAddress!, lda: kvIn, b: kp, ldb: kvIn, c: s.baseAddress!, ldc: nk)
-                            softmaxRows(s.baseAddress!, rows, nk)
-                            GEMM.sgemm(m: rows, n: kvIn, k: nk, a: s.baseAddress!, lda: nk, b: vp, ldb: kvIn,
-                                       c: a.baseAddress!, ldc: kvIn)
-                        }
+                        Attention.fewQueries(q: f.baseAddress!, rows: heads * nq, keys: kp, keyPE: pe, values: kp, count: nk,
+                                             dim: kvIn, valueDim: kvIn, scale: 1 / Float(hd).squareRoot(), into: a.baseAddress!)
                         for h in 0..<heads {  // (P·v)_h · Wᵥ,hᵀ + bᵥ,h → head h's slice of the output
                             for r in 0..<nq { (o.baseAddress! + r * inner + h * hd).update(from: bv + h * hd, count: hd) }
                             GEMM.sgemm(transB: true, m: nq, n: hd, k: kvIn, a: a.baseAddress! + h * nq * kvIn, lda: kvIn,
@@ -67,11 +61,14 @@ struct ProjectedAttention {
         return outProj(Tensor(shape: [nq, inner], data: out))
     }
 
-    /// The image reading the tokens. Per head, scores `(q Wq,hᵀ + bq,h)·k_hᵀ = q·(Wq,hᵀ k_hᵀ) + bq,h·k_hᵀ`,
-    /// and the output projection distributes over heads: `Σ_h P_h·(v_h Wₒ,hᵀ) + bₒ`. So the image side
-    /// sees two linears, `[4096, dim] → [4096, heads·nk]` and back, instead of four `[4096, dim]` projections.
-    private func fewKeys(q: Tensor, k: Tensor, v: Tensor) -> Tensor {
-        let nq = q.shape[0], nk = k.shape[0], dim = q.shape[1], inner = internalDim, hd = inner / heads
+    /// The image reading the tokens, with the block's residual and norm: `norm(image + self(q: image
+    /// + imagePE, k: k, v: v))`. Per head, scores `(q Wq,hᵀ + bq,h)·k_hᵀ = q·(Wq,hᵀ k_hᵀ) + bq,h·k_hᵀ`,
+    /// and the output projection distributes over heads: `Σ_h P_h·(v_h Wₒ,hᵀ) + bₒ`. So the image
+    /// side sees two linears, `[4096, dim] → [4096, heads·nk]` and back, instead of four
+    /// `[4096, dim]` projections: a feed-forward layer whose activation is a softmax over each
+    /// head's `nk` scores.
+    func imageReadingTokens(_ image: Tensor, imagePE: Tensor, k: Tensor, v: Tensor, norm: LayerNorm) -> Tensor {
+        let nk = k.shape[0], dim = qProj.weight.shape[1], inner = internalDim, hd = inner / heads
         let outDim = outProj.outDim, width = heads * nk
         let kp = kProj(k), vp = vProj(v)
         let scale = 1 / Float(hd).squareRoot()
@@ -96,14 +93,10 @@ struct ProjectedAttention {
                 }
             }
         }
-        var scores = GEMM.linear(q, weight: Tensor(shape: [width, dim], data: scoreWeight),
-                                 bias: Tensor(shape: [width], data: scoreBias))
-        scores.data.withUnsafeMutableBufferPointer { s in
-            let sp = s.baseAddress!
-            // Rows of `nk` scores per (query, head).
-            parallelChunks(nq * heads, minimumChunk: 4096) { r in softmaxRows(sp + r.lowerBound * nk, r.count, nk) }
-        }
-        return GEMM.linear(scores, weight: Tensor(shape: [outDim, width], data: valueWeight), bias: outProj.bias)
+        return FeedForward.postNormSoftmaxResidual(
+            image, pe: imagePE, w1: Tensor(shape: [width, dim], data: scoreWeight),
+            b1: Tensor(shape: [width], data: scoreBias), softmaxGroup: nk, w2: Tensor(shape: [outDim, width], data: valueWeight),
+            b2: outProj.bias!, normWeight: norm.weight, normBias: norm.bias, eps: norm.eps)
     }
 }
 

@@ -16,7 +16,7 @@ struct MaskDecoder {
     let numMaskTokens: Int
     let transformer: TwoWayTransformer
     let iouToken: Tensor, maskTokens: Tensor, objScoreToken: Tensor?
-    let upscale1: (weight: Tensor, bias: Tensor), upscaleNorm: LayerNorm, upscale2: (weight: Tensor, bias: Tensor)
+    let upscale1: ConvTranspose2x2, upscaleNorm: LayerNorm, upscale2: ConvTranspose2x2
     let convS0: Conv2d?, convS1: Conv2d?
     let hypernetworks: [MLP]
     let iouHead: MLP
@@ -31,11 +31,11 @@ struct MaskDecoder {
         iouToken = try w.take("\(prefix).iou_token.weight", [1, dim])
         maskTokens = try w.take("\(prefix).mask_tokens.weight", [numMaskTokens, dim])
         objScoreToken = c.predObjScores ? try w.take("\(prefix).obj_score_token.weight", [1, dim]) : nil
-        upscale1 = (try w.take("\(prefix).output_upscaling.0.weight", [dim, dim / 4, 2, 2]),
-                    try w.take("\(prefix).output_upscaling.0.bias", [dim / 4]))
+        upscale1 = ConvTranspose2x2(weight: try w.take("\(prefix).output_upscaling.0.weight", [dim, dim / 4, 2, 2]),
+                                    bias: try w.take("\(prefix).output_upscaling.0.bias", [dim / 4]))
         upscaleNorm = try LayerNorm(w, "\(prefix).output_upscaling.1", dim / 4, eps: 1e-6)
-        upscale2 = (try w.take("\(prefix).output_upscaling.3.weight", [dim / 4, dim / 8, 2, 2]),
-                    try w.take("\(prefix).output_upscaling.3.bias", [dim / 8]))
+        upscale2 = ConvTranspose2x2(weight: try w.take("\(prefix).output_upscaling.3.weight", [dim / 4, dim / 8, 2, 2]),
+                                    bias: try w.take("\(prefix).output_upscaling.3.bias", [dim / 8]))
         if c.useHighResFeaturesInSam {
             convS0 = try Conv2d(w, "\(prefix).conv_s0", dim, dim / 8, kernel: 1)
             convS1 = try Conv2d(w, "\(prefix).conv_s1", dim, dim / 4, kernel: 1)
@@ -78,17 +78,9 @@ struct MaskDecoder {
         let src = image + dense
         let (hs, srcOut) = transformer(image: src, imagePE: imagePETokens, points: tokens)
 
-        // Upscale the image tokens 4x, adding the high-resolution FPN features on the way.
-        var up = Conv.convTranspose2x2(tokens: srcOut, height: h, width: w, weight: upscale1.weight, bias: upscale1.bias)
-        if let highRes { up += highRes.s1 }
-        up = upscaleNorm.channels(up).gelu()
-        up = Conv.convTranspose2x2(up, weight: upscale2.weight, bias: upscale2.bias)
-        up = highRes.map { up.gelu(adding: $0.s0) } ?? up.gelu()
-
         // One hypernetwork per mask token turns it into weights over the upscaled channels.
         let hyper = Tensor.concatRows((0..<numMaskTokens).map { hypernetworks[$0](hs.rows((s + 1 + $0)..<(s + 2 + $0))) })
-        let uh = up.shape[1], uw = up.shape[2]
-        let allMasks = GEMM.matmul(hyper, up.reshaped([dim / 8, uh * uw])).reshaped([numMaskTokens, uh, uw])
+        let allMasks = upscaledMasks(srcOut, height: h, width: w, hyper: hyper, highRes: highRes)
         let allIous = iouHead(hs.rows(s..<(s + 1))).data
         let score = objScoreHead.map { $0(hs.rows(0..<1)).data[0] } ?? 10
         let maskTokensOut = hs.rows((s + 1)..<(s + 1 + numMaskTokens))
@@ -105,6 +97,47 @@ struct MaskDecoder {
         }
         let samTokens = multimask && useMultimaskTokenForObjPtr ? maskTokensOut.rows(1..<numMaskTokens) : maskTokensOut.rows(0..<1)
         return MaskDecoderOutput(masks: masks, ious: ious, samTokens: samTokens, objectScoreLogit: score)
+    }
+
+    /// `hyper · output_upscaling(image)`: the image tokens upscaled 4x by two 2x2 transposed
+    /// convolutions (adding the high-resolution features s1, then s0, before each GELU), then one
+    /// mask per hypernetwork row. Done two embedding rows at a time, so the upscaled maps
+    /// (4 MB and 8 MB at 1024) are never written out: each slab stays in cache from the first
+    /// product to its rows of the masks. Returns `[M, 4h, 4w]`.
+    private func upscaledMasks(_ tokens: Tensor, height h: Int, width w: Int, hyper: Tensor,
+                               highRes: (s0: Tensor, s1: Tensor)?) -> Tensor {
+        let c1 = upscale1.outChannels, c2 = upscale2.outChannels, masksCount = hyper.shape[0]
+        let slabRows = 2, outPlane = 16 * h * w
+        var masks = [Float](unsafeUninitializedCapacity: masksCount * outPlane) { _, n in n = masksCount * outPlane }
+        let inputs = [tokens, upscaleNorm.weight, upscaleNorm.bias, hyper] + (highRes.map { [$0.s1, $0.s0] } ?? [])
+        Tensor.withPointers(inputs) { p in
+            let (x, nw, nb, hp) = (p[0], p[1], p[2], p[3])
+            let s1 = highRes == nil ? nil : p[4], s0 = highRes == nil ? nil : p[5]
+            masks.withUnsafeMutableBufferPointer { mp in
+                let out = mp.baseAddress!
+                Parallelism.independentTasks((h + slabRows - 1) / slabRows) { t in
+                    let y0 = t * slabRows, rows = min(slabRows, h - y0)
+                    let pix1 = 4 * rows * w, pix2 = 4 * pix1   // the slab's pixels after each upscaling
+                    let up1 = UnsafeMutablePointer<Float>.allocate(capacity: pix1 * c1 + pix2 * c2)
+                    defer { up1.deallocate() }
+                    let up2 = up1 + pix1 * c1
+                    // tokens → [c1, 2·rows, 2w] (+ s1), LayerNorm2d, GELU.
+                    upscale1.apply(x + y0 * w * dim, tokens: true, rows: rows, width: w, skip: s1.map { $0 + 4 * y0 * w },
+                                   skipStride: 4 * h * w, into: up1, outStride: pix1)
+                    layerNormChannelsInPlace(up1, channels: c1, pixels: pix1, channelStride: pix1, weight: nw, bias: nb,
+                                             eps: upscaleNorm.eps)
+                    geluInPlace(up1, pix1 * c1)
+                    // → [c2, 4·rows, 4w] (+ s0), GELU.
+                    upscale2.apply(up1, tokens: false, inStride: pix1, rows: 2 * rows, width: 2 * w,
+                                   skip: s0.map { $0 + 16 * y0 * w }, skipStride: outPlane, into: up2, outStride: pix2)
+                    geluInPlace(up2, pix2 * c2)
+                    // This slab's rows of every mask.
+                    GEMM.sgemm(m: masksCount, n: pix2, k: c2, a: hp, lda: c2, b: up2, ldb: pix2,
+                               c: out + 16 * y0 * w, ldc: outPlane, serial: true)
+                }
+            }
+        }
+        return Tensor(shape: [masksCount, 4 * h, 4 * w], data: masks)
     }
 
     /// `_dynamic_multimask_via_stability`: keep the single-mask output when it is stable under

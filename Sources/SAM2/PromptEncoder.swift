@@ -82,7 +82,7 @@ struct PromptEncoder {
             x = maskNorm1.channels(x).gelu()
             x = maskConv2(x)
             x = maskNorm2.channels(x).gelu()
-            dense = maskConv3(x).chwToTokens()
+            dense = maskConv3.tokens(x)
         } else {
             dense = noMaskDenseTokens
         }

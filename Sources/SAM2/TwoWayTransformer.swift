@@ -22,7 +22,7 @@ struct TwoWayAttentionBlock {
     }
 
     func callAsFunction(queries: Tensor, keys: Tensor, queryPE: Tensor, keyPE: Tensor) -> (Tensor, Tensor) {
-        var queries = queries, keys = keys
+        var queries = queries
         if skipFirstLayerPE {
             queries = selfAttn(q: queries, k: queries, v: queries)
         } else {
@@ -31,17 +31,13 @@ struct TwoWayAttentionBlock {
         }
         queries = norm1(queries)
 
-        // The image side (keys + PE) is the same for both cross-attentions: keys change only after.
-        let k = keys + keyPE
-        queries += crossTokenToImage(q: queries + queryPE, k: k, v: keys)
+        queries += crossTokenToImage.tokensReadingImage(queries + queryPE, image: keys, imagePE: keyPE)
         queries = norm2(queries)
 
         queries += mlp(queries)
         queries = norm3(queries)
 
-        keys += crossImageToToken(q: k, k: queries + queryPE, v: queries)
-        keys = norm4(keys)
-        return (queries, keys)
+        return (queries, crossImageToToken.imageReadingTokens(keys, imagePE: keyPE, k: queries + queryPE, v: queries, norm: norm4))
     }
 }
 
@@ -66,9 +62,7 @@ struct TwoWayTransformer {
         for layer in layers {
             (queries, keys) = layer(queries: queries, keys: keys, queryPE: points, keyPE: imagePE)
         }
-        let q = queries + points
-        let k = keys + imagePE
-        queries += finalAttn(q: q, k: k, v: keys)
+        queries += finalAttn.tokensReadingImage(queries + points, image: keys, imagePE: imagePE)
         return (normFinal(queries), keys)
     }
 }

@@ -46,7 +46,10 @@ public struct FrameResult {
 
     /// Binary masks (1 where logits > 0) at the video's resolution, row-major, one per object.
     public func videoMasks() -> [[UInt8]] {
-        videoLogits().map { $0.data.map { $0 > 0 ? 1 : 0 } }
+        if nonOverlapping && lowResLogits.count > 1 { return videoLogits().map { $0.data.map { $0 > 0 ? 1 : 0 } } }
+        return lowResLogits.map {
+            Interpolate.bilinearMask($0.reshaped([1, $0.shape[0], $0.shape[1]]), height: videoHeight, width: videoWidth)
+        }
     }
 }
 

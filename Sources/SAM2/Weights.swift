@@ -95,6 +95,12 @@ struct Conv2d {
         depthwise ? Conv.depthwiseConv2d(x, weight: weight, bias: bias, padding: padding)
                   : Conv.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
     }
+
+    /// A 1x1 convolution's output as `[HW, Cout]` token rows.
+    func tokens(_ x: Tensor) -> Tensor {
+        precondition(weight.shape[2] == 1 && weight.shape[3] == 1 && stride == 1 && padding == 0 && !depthwise)
+        return Conv.pointwiseToTokens(x, weight: weight, bias: bias)
+    }
 }
 
 /// SAM's `MLP`: `numLayers` linears with an activation between them, optional sigmoid at the end.

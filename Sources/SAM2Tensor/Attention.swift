@@ -1,4 +1,5 @@
 import CKernels
+import Foundation
 
 /// Scaled dot-product attention, blocked over queries so the full score matrix never exists:
 /// each block of queries gets its scores (one sgemm), a row softmax, and its output (one sgemm).
@@ -107,6 +108,54 @@ public enum Attention {
                 let row = o + i * ldo
                 for j in 0..<dv { row[j] *= inv }
             }
+        }
+    }
+
+    /// `softmax(q (k + kPE)ᵀ · scale) v` for a few query rows (the mask decoder's prompt tokens)
+    /// against many keys (the image), split by keys ("flash decoding"): each slab of 256 keys is a
+    /// task on one core that forms its keys (`k + kPE`, never the whole sum), its scores, their max
+    /// and exponential sums and its share of the output, all in cache; the shares are then merged
+    /// with the usual rescaling. `q` is `[rows, d]`, `k` and `kPE` `[n, d]`, `v` `[n, dv]`; writes `[rows, dv]`.
+    public static func fewQueries(q: UnsafePointer<Float>, rows: Int, keys k: UnsafePointer<Float>, keyPE: UnsafePointer<Float>?,
+                                  values v: UnsafePointer<Float>, count n: Int, dim d: Int, valueDim dv: Int, scale: Float,
+                                  into out: UnsafeMutablePointer<Float>) {
+        let slab = 256, slabs = (n + slab - 1) / slab
+        let shares = UnsafeMutablePointer<Float>.allocate(capacity: slabs * rows * (dv + 2))  // per slab: output, max, sum
+        defer { shares.deallocate() }
+        let maxes = shares + slabs * rows * dv, sums = maxes + slabs * rows
+        Parallelism.independentTasks(slabs) { s in
+            let k0 = s * slab, count = min(slab, n - k0)
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: (keyPE == nil ? 0 : count * d) + rows * count)
+            defer { scratch.deallocate() }
+            var keys = k + k0 * d
+            if let keyPE {
+                let pe = keyPE + k0 * d
+                for i in 0..<(count * d) { scratch[i] = keys[i] + pe[i] }
+                keys = UnsafePointer(scratch)
+            }
+            let scores = scratch + (keyPE == nil ? 0 : count * d)
+            GEMM.sgemm(transB: true, m: rows, n: count, k: d, alpha: scale, a: q, lda: d, b: keys, ldb: d,
+                       c: scores, ldc: count, serial: true)
+            let m = maxes + s * rows, l = sums + s * rows
+            for r in 0..<rows { m[r] = -.infinity; l[r] = 0 }
+            sam2_online_softmax_block(scores, rows, count, count, m, l, nil, 0, 0)  // exp(s - max), max, sum
+            GEMM.sgemm(m: rows, n: dv, k: count, a: scores, lda: count, b: v + k0 * dv, ldb: dv,
+                       c: shares + s * rows * dv, ldc: dv, serial: true)
+        }
+        for r in 0..<rows {
+            var top = -Float.infinity
+            for s in 0..<slabs { top = max(top, maxes[s * rows + r]) }
+            var total: Float = 0
+            let o = out + r * dv
+            o.update(repeating: 0, count: dv)
+            for s in 0..<slabs {
+                let w = expf(maxes[s * rows + r] - top)
+                total += w * sums[s * rows + r]
+                let share = shares + (s * rows + r) * dv
+                for j in 0..<dv { o[j] += w * share[j] }
+            }
+            let inv = 1 / total
+            for j in 0..<dv { o[j] *= inv }
         }
     }
 }

@@ -1,3 +1,5 @@
+import CKernels
+
 /// Convolutions on `[C, H, W]` maps (batch 1), as `nn.Conv2d` / `nn.ConvTranspose2d` compute them.
 public enum Conv {
     /// Dense 2-D convolution (groups = 1): im2col, then one sgemm.
@@ -57,6 +59,22 @@ public enum Conv {
         return Tensor(shape: [cout, ho, wo], data: out)
     }
 
+    /// A 1x1 convolution of a `[Cin, H, W]` map straight into `[H*W, Cout]` token rows
+    /// (one product with the map read transposed, instead of a convolution and then a transpose).
+    public static func pointwiseToTokens(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+        let cin = x.shape[0], n = x.count / max(cin, 1), cout = weight.shape[0]
+        precondition(weight.count == cout * cin, "pointwiseToTokens: input \(x.shape) vs weight \(weight.shape)")
+        var out = [Float](repeating: 0, count: n * cout)
+        Tensor.withPointers([x, weight]) { p in
+            out.withUnsafeMutableBufferPointer { po in
+                if let bias { bias.data.withUnsafeBufferPointer { b in for r in 0..<n { (po.baseAddress! + r * cout).update(from: b.baseAddress!, count: cout) } } }
+                GEMM.sgemm(transA: true, transB: true, m: n, n: cout, k: cin, a: p[0], lda: n, b: p[1], ldb: cin,
+                           beta: bias == nil ? 0 : 1, c: po.baseAddress!, ldc: cout)
+            }
+        }
+        return Tensor(shape: [n, cout], data: out)
+    }
+
     /// Depthwise convolution (groups = C), stride 1; `weight` is `[C, 1, k, k]`.
     public static func depthwiseConv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, padding: Int) -> Tensor {
         let c = x.shape[0], h = x.shape[1], w = x.shape[2], k = weight.shape[2]
@@ -92,56 +110,68 @@ public enum Conv {
         }
         return Tensor(shape: [c, ho, wo], data: out)
     }
+}
 
-    /// `nn.ConvTranspose2d(kernel_size=2, stride=2)`: each input pixel writes its own 2x2 block,
-    /// so it is one sgemm followed by a scatter. `weight` is `[Cin, Cout, 2, 2]`.
-    public static func convTranspose2x2(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
-        convTranspose2x2(x, channelsLast: false, height: x.shape[1], width: x.shape[2], weight: weight, bias: bias)
+/// `nn.ConvTranspose2d(kernel_size=2, stride=2)`: each input pixel writes its own 2x2 block.
+/// The weight is kept by output offset, rows `(i·2 + j)·Cout + co`, so the whole layer is one
+/// product `[4·Cout, Cin] · [Cin, pixels]` whose rows are already the output's channel rows for
+/// one offset; the scatter then only interleaves rows, with unit-stride reads and writes.
+public struct ConvTranspose2x2 {
+    public let inChannels: Int, outChannels: Int
+    let byOffset: Tensor   // [4·Cout, Cin]
+    let bias: Tensor       // [Cout]
+
+    /// `weight` as PyTorch stores it, `[Cin, Cout, 2, 2]`.
+    public init(weight: Tensor, bias: Tensor) {
+        precondition(weight.rank == 4 && weight.shape[2] == 2 && weight.shape[3] == 2 && bias.count == weight.shape[1],
+                     "ConvTranspose2x2: weight \(weight.shape), bias \(bias.shape)")
+        inChannels = weight.shape[0]; outChannels = weight.shape[1]
+        let cin = inChannels, cout = outChannels
+        var w = [Float](repeating: 0, count: 4 * cout * cin)
+        for ci in 0..<cin {
+            for co in 0..<cout {
+                for q in 0..<4 { w[(q * cout + co) * cin + ci] = weight.data[(ci * cout + co) * 4 + q] }
+            }
+        }
+        byOffset = Tensor(shape: [4 * cout, cin], data: w)
+        self.bias = bias
     }
 
-    /// The same on `[H*W, C]` token rows (the mask decoder's transformer output), saving a transpose.
-    public static func convTranspose2x2(tokens x: Tensor, height h: Int, width w: Int, weight: Tensor, bias: Tensor?) -> Tensor {
-        convTranspose2x2(x, channelsLast: true, height: h, width: w, weight: weight, bias: bias)
+    /// Upscale `rows x width` input pixels on this thread. `x` holds them channel-major (`[Cin, pixels]`,
+    /// channel rows `inStride` apart) or, with `tokens`, as `[pixels, Cin]` rows. Writes
+    /// `out[co, 2y+i, 2x+j] = conv + bias[co] (+ skip at the same position)`, output and skip channels
+    /// `outStride` and `skipStride` floats apart, rows `2·width` apart.
+    public func apply(_ x: UnsafePointer<Float>, tokens: Bool, inStride: Int = 0, rows: Int, width: Int,
+                      skip: UnsafePointer<Float>? = nil, skipStride: Int = 0,
+                      into out: UnsafeMutablePointer<Float>, outStride: Int) {
+        let pixels = rows * width
+        let products = UnsafeMutablePointer<Float>.allocate(capacity: 4 * outChannels * pixels)
+        defer { products.deallocate() }
+        byOffset.data.withUnsafeBufferPointer { w in
+            GEMM.sgemm(transB: tokens, m: 4 * outChannels, n: pixels, k: inChannels, a: w.baseAddress!, lda: inChannels,
+                       b: x, ldb: tokens ? inChannels : inStride, c: products, ldc: pixels, serial: true)
+        }
+        bias.data.withUnsafeBufferPointer { b in
+            sam2_interleave2x2(products, outChannels, rows, width, b.baseAddress!, skip, skipStride, out, outStride)
+        }
     }
 
-    /// One product `[H*W, Cin] · [Cin, Cout*4]` (every pixel's four outputs), then each output
-    /// channel scattered into its 2x2 blocks.
-    private static func convTranspose2x2(_ x: Tensor, channelsLast: Bool, height h: Int, width w: Int,
-                                         weight: Tensor, bias: Tensor?) -> Tensor {
-        let cin = weight.shape[0], cout = weight.shape[1]
-        precondition(weight.shape[2] == 2 && weight.shape[3] == 2 && x.count == cin * h * w, "convTranspose2x2: \(x.shape) vs \(weight.shape)")
-        let n = h * w, m = cout * 4
-        var tmp = [Float](unsafeUninitializedCapacity: n * m) { _, c in c = n * m }
-        weight.data.withUnsafeBufferPointer { pw in
-            x.data.withUnsafeBufferPointer { px in
-                tmp.withUnsafeMutableBufferPointer { pt in
-                    GEMM.sgemm(transA: !channelsLast, m: n, n: m, k: cin, a: px.baseAddress!, lda: channelsLast ? cin : n,
-                               b: pw.baseAddress!, ldb: m, c: pt.baseAddress!, ldc: m)
+    /// The whole map: `[Cin, H, W]` → `[Cout, 2H, 2W]`, split by input rows over the cores.
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        let h = x.shape[1], w = x.shape[2], plane = 4 * h * w
+        precondition(x.rank == 3 && x.shape[0] == inChannels, "ConvTranspose2x2: input \(x.shape)")
+        var out = [Float](unsafeUninitializedCapacity: outChannels * plane) { _, n in n = outChannels * plane }
+        x.data.withUnsafeBufferPointer { px in
+            out.withUnsafeMutableBufferPointer { po in
+                let xp = px.baseAddress!, op = po.baseAddress!
+                Parallelism.independentTasks((h + 7) / 8) { t in
+                    let y0 = 8 * t, rows = min(8, h - y0)
+                    apply(xp + y0 * w, tokens: false, inStride: h * w, rows: rows, width: w,
+                          into: op + 4 * y0 * w, outStride: plane)
                 }
             }
         }
-        let wo = 2 * w
-        let out = [Float](unsafeUninitializedCapacity: cout * 4 * n) { o, count in
-            tmp.withUnsafeBufferPointer { t in
-                let tp = t.baseAddress!, op = o.baseAddress!
-                (bias?.data ?? [Float](repeating: 0, count: cout)).withUnsafeBufferPointer { pb in
-                    let bp = pb.baseAddress!
-                    // By input row: each pixel's outputs are read once, contiguously.
-                    parallelFor(h) { y in
-                        for xx in 0..<w {
-                            let v = tp + (y * w + xx) * m  // per channel: (i, j) = (0,0) (0,1) (1,0) (1,1)
-                            for co in 0..<cout {
-                                let top = op + co * 4 * n + 2 * y * wo + 2 * xx, b = bp[co], u = v + 4 * co
-                                top[0] = u[0] + b; top[1] = u[1] + b
-                                top[wo] = u[2] + b; top[wo + 1] = u[3] + b
-                            }
-                        }
-                    }
-                }
-            }
-            count = cout * 4 * n
-        }
-        return Tensor(shape: [cout, 2 * h, 2 * w], data: out)
+        return Tensor(shape: [outChannels, 2 * h, 2 * w], data: out)
     }
 }
 

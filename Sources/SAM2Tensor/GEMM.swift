@@ -25,19 +25,24 @@ public enum GEMM {
     /// `C[m,n] = alpha * op(A) · op(B) + beta * C`, row-major, on raw pointers with leading dimensions.
     /// Products of more than ~4 MFLOP are split into fixed slabs of C (256 rows, or when C is short,
     /// 4096 or 128 columns), shared among the cores, each an independent single-threaded sgemm.
+    /// `serial`: one sgemm on this thread (for callers that split the work themselves).
     public static func sgemm(transA: Bool = false, transB: Bool = false,
                              m: Int, n: Int, k: Int, alpha: Float = 1,
                              a: UnsafePointer<Float>, lda: Int,
                              b: UnsafePointer<Float>, ldb: Int,
-                             beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+                             beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int, serial: Bool = false) {
         _ = singleThreadedBLAS
         countFlops(2 * Double(m) * Double(n) * Double(k))
+        if serial {
+            blas(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+            return
+        }
         // Fixed slabs of rows (or, for short wide products such as convolutions, of columns),
         // whatever the number of threads, so results do not depend on the core count.
         // Short products (a few prompt tokens against the image) split their columns finely.
-        let rowSlab = 256, colSlab = n >= 8192 ? 4096 : 128
+        let rowSlab = 256, colSlab = n >= 8192 ? 4096 : (n >= 1024 ? 512 : 128)
         let byRows = m >= 2 * rowSlab
-        if Double(m) * Double(n) * Double(k) < 4_000_000 || (!byRows && n < 2 * colSlab) {
+        if Double(m) * Double(n) * Double(k) < 2_000_000 || (!byRows && n < 2 * colSlab) {
             blas(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
             return
         }
@@ -98,6 +103,15 @@ public enum GEMM {
                 weight.data.withUnsafeBufferPointer { pw in
                     (bias?.data ?? []).withUnsafeBufferPointer { pb in
                         let b = bias == nil ? nil : pb.baseAddress
+                        if rows < 2 * 256 && rows > 1 {
+                            // A few rows (prompt tokens) against a large weight: split the weight's rows
+                            // (output columns) over the cores instead, as `sgemm` does for short products.
+                            if let b { for r in 0..<rows { (c + r * outDim).update(from: b, count: outDim) } }
+                            sgemm(transB: true, m: rows, n: outDim, k: inDim, a: px.baseAddress!, lda: inDim, b: pw.baseAddress!,
+                                  ldb: inDim, beta: b == nil ? 0 : 1, c: c, ldc: outDim)
+                            countFlops(-2 * Double(rows) * Double(outDim) * Double(inDim))  // counted above
+                            return
+                        }
                         forEachRowSlab(rows, work: Double(rows) * Double(outDim) * Double(inDim)) { r0, n in
                             linearRows(px.baseAddress! + r0 * inDim, rows: n, inDim: inDim, outDim: outDim,
                                        weight: pw.baseAddress!, bias: b, accumulate: false, into: c + r0 * outDim)
@@ -117,6 +131,11 @@ public enum GEMM {
                            bias: UnsafePointer<Float>?, accumulate: Bool, into c: UnsafeMutablePointer<Float>) {
         _ = singleThreadedBLAS
         if let bias { for r in 0..<rows { (c + r * outDim).update(from: bias, count: outDim) } }
+        if rows == 1 {  // one token: a matrix-vector product reads the weight once, without packing it
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outDim), Int32(inDim), 1, weight, Int32(inDim), x, 1,
+                        bias != nil || accumulate ? 1 : 0, c, 1)
+            return
+        }
         blas(false, true, rows, outDim, inDim, 1, x, inDim, weight, inDim, bias != nil || accumulate ? 1 : 0, c, outDim)
     }
 

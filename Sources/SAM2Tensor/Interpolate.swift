@@ -7,6 +7,36 @@ public enum Interpolate {
     public static func bilinear(_ x: Tensor, height oh: Int, width ow: Int) -> Tensor {
         let c = x.shape[0], ih = x.shape[1], iw = x.shape[2]
         if ih == oh && iw == ow { return x }
+        var out = [Float](unsafeUninitializedCapacity: c * oh * ow) { _, n in n = c * oh * ow }
+        out.withUnsafeMutableBufferPointer { d in
+            let dp = d.baseAddress!
+            forEachBilinearRow(x, height: oh, width: ow) { row, compute in compute(dp + row * ow) }
+        }
+        return Tensor(shape: [c, oh, ow], data: out)
+    }
+
+    /// `bilinear(x) > 0` for a one-channel map, as bytes (1 or 0): a mask at another resolution
+    /// without writing out the upsampled logits.
+    public static func bilinearMask(_ x: Tensor, height oh: Int, width ow: Int) -> [UInt8] {
+        precondition(x.rank == 3 && x.shape[0] == 1, "bilinearMask: one channel, got \(x.shape)")
+        var out = [UInt8](unsafeUninitializedCapacity: oh * ow) { _, n in n = oh * ow }
+        out.withUnsafeMutableBufferPointer { d in
+            let dp = d.baseAddress!
+            forEachBilinearRow(x, height: oh, width: ow) { row, compute in
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: ow) { t in
+                    compute(t.baseAddress!)
+                    for i in 0..<ow { dp[row * ow + i] = t[i] > 0 ? 1 : 0 }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Hands each output row (channel·oh + y) of `mode="bilinear", align_corners=False` to `body`
+    /// with a function that computes it into a buffer, rows split over the cores.
+    private static func forEachBilinearRow(_ x: Tensor, height oh: Int, width ow: Int,
+                                           _ body: (Int, (UnsafeMutablePointer<Float>) -> Void) -> Void) {
+        let c = x.shape[0], ih = x.shape[1], iw = x.shape[2]
         let sh = Float(ih) / Float(oh), sw = Float(iw) / Float(ow)
         func taps(_ o: Int, _ scale: Float, _ n: Int) -> (Int, Int, Float, Float) {
             let real = max(scale * (Float(o) + 0.5) - 0.5, 0)
@@ -17,26 +47,24 @@ public enum Interpolate {
         }
         let ty = (0..<oh).map { taps($0, sh, ih) }
         let tx = (0..<ow).map { taps($0, sw, iw) }
-        var out = [Float](repeating: 0, count: c * oh * ow)
         x.data.withUnsafeBufferPointer { s in
-            out.withUnsafeMutableBufferPointer { d in
+            tx.withUnsafeBufferPointer { txp in
                 parallelFor(c * oh, minimumPerThread: max(1, 16384 / max(ow, 1))) { row in
                     let ch = row / oh, oy = row % oh
                     let sp = s.baseAddress! + ch * ih * iw
-                    let dp = d.baseAddress! + ch * oh * ow
                     let (y0, y1, wy0, wy1) = ty[oy]
                     let r0 = sp + y0 * iw, r1 = sp + y1 * iw
-                    let drow = dp + oy * ow
-                    for ox in 0..<ow {
-                        let (x0, x1, wx0, wx1) = tx[ox]
-                        let a = wx0 * r0[x0] + wx1 * r0[x1]
-                        let b = wx0 * r1[x0] + wx1 * r1[x1]
-                        drow[ox] = a * wy0 + b * wy1
+                    body(row) { drow in
+                        for ox in 0..<ow {
+                            let (x0, x1, wx0, wx1) = txp[ox]
+                            let a = wx0 * r0[x0] + wx1 * r0[x1]
+                            let b = wx0 * r1[x0] + wx1 * r1[x1]
+                            drow[ox] = a * wy0 + b * wy1
+                        }
                     }
                 }
             }
         }
-        return Tensor(shape: [c, oh, ow], data: out)
     }
 
     /// `mode="bilinear", align_corners=False, antialias=True`: a triangle filter widened by the

@@ -129,13 +129,19 @@ public struct Tensor: Equatable, CustomStringConvertible {
     public func addingRow(_ v: [Float]) -> Tensor {
         let c = shape[shape.count - 1]
         precondition(v.count == c, "addingRow: \(v.count) vs \(c)")
-        var out = self
-        out.data.withUnsafeMutableBufferPointer { o in
-            for i in stride(from: 0, to: o.count, by: c) {
-                for j in 0..<c { o[i + j] += v[j] }
+        if count == 0 { return self }
+        let out = [Float](unsafeUninitializedCapacity: count) { o, n in
+            data.withUnsafeBufferPointer { pa in
+                v.withUnsafeBufferPointer { pv in
+                    let op = o.baseAddress!, ap = pa.baseAddress!, vp = pv.baseAddress!
+                    parallelChunks(count / c, minimumChunk: max(1, (1 << 16) / c)) { rows in
+                        for r in rows { for j in 0..<c { op[r * c + j] = ap[r * c + j] + vp[j] } }
+                    }
+                }
             }
+            n = count
         }
-        return out
+        return Tensor(shape: shape, data: out)
     }
 
     /// Add a per-channel value to a `[C, H, W]` map.

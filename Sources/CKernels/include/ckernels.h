@@ -39,3 +39,13 @@ void sam2_layernorm_channels(float *x, size_t c, size_t hw, size_t stride, const
 /// cost a page fault per 4 KB.
 void sam2_keep_freed_memory(void);
 #endif
+
+#ifndef SAM2_CKERNELS_UPSCALE
+#define SAM2_CKERNELS_UPSCALE
+/// The scatter of a 2x2 stride-2 transposed convolution whose products are laid out by output
+/// offset: `products` rows `(i*2 + j)*cout + co`, each `rows*w` input pixels long. Writes
+/// `out[co, 2y+i, 2x+j] = products + bias[co]`, then `+ skip` at the same position when `skip`
+/// is not NULL; channels of `out` and `skip` are `out_stride` / `skip_stride` floats apart.
+void sam2_interleave2x2(const float *products, size_t cout, size_t rows, size_t w, const float *bias,
+                        const float *skip, size_t skip_stride, float *out, size_t out_stride);
+#endif

@@ -1,0 +1,109 @@
+import XCTest
+@testable import SAM2Tensor
+
+/// The fused and split kernels against their plain definitions, on seeded random inputs.
+/// (End to end they are covered by the parity fixtures; these pin each one down on its own.)
+final class KernelTests: XCTestCase {
+    private var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+    private func random(_ shape: [Int]) -> Tensor {
+        let n = shape.reduce(1, *)
+        return Tensor(shape: shape, data: (0..<n).map { _ in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Double(state >> 40) / Double(1 << 24)) * 2 - 1
+        })
+    }
+
+    private func assertClose(_ a: [Float], _ b: [Float], tolerance: Float, _ what: String) {
+        XCTAssertEqual(a.count, b.count, what)
+        var worst: Float = 0
+        for (x, y) in zip(a, b) { worst = max(worst, abs(x - y) / max(1, abs(y))) }
+        XCTAssertLessThan(worst, tolerance, what)
+    }
+
+    /// `nn.ConvTranspose2d(k=2, s=2)` straight from its definition, on `[Cin, H, W]`.
+    private func naiveConvTranspose(_ x: Tensor, _ w: Tensor, _ b: Tensor) -> Tensor {
+        let cin = x.shape[0], h = x.shape[1], wd = x.shape[2], cout = w.shape[1]
+        var out = [Float](repeating: 0, count: cout * 4 * h * wd)
+        for co in 0..<cout { for y in 0..<(2 * h) { for xx in 0..<(2 * wd) {
+            var acc = Double(b.data[co])
+            for ci in 0..<cin {
+                acc += Double(x.data[(ci * h + y / 2) * wd + xx / 2]) * Double(w.data[((ci * cout + co) * 2 + y % 2) * 2 + xx % 2])
+            }
+            out[(co * 2 * h + y) * 2 * wd + xx] = Float(acc)
+        } } }
+        return Tensor(shape: [cout, 2 * h, 2 * wd], data: out)
+    }
+
+    func testConvTransposeMatchesDefinition() {
+        let x = random([24, 9, 7]), w = random([24, 5, 2, 2]), b = random([5])
+        let conv = ConvTranspose2x2(weight: w, bias: b)
+        assertClose(conv(x).data, naiveConvTranspose(x, w, b).data, tolerance: 1e-5, "channel-major input")
+        XCTAssertEqual(conv(x).shape, [5, 18, 14])
+
+        // Token rows in, one slab of rows, with a skip added.
+        let skip = random([5, 18, 14])
+        var out = [Float](repeating: 0, count: 5 * 4 * 14)
+        let tokens = x.chwToTokens()
+        tokens.data.withUnsafeBufferPointer { t in
+            skip.data.withUnsafeBufferPointer { s in
+                out.withUnsafeMutableBufferPointer { o in
+                    conv.apply(t.baseAddress! + 3 * 7 * 24, tokens: true, rows: 2, width: 7, skip: s.baseAddress! + 6 * 14,
+                               skipStride: 18 * 14, into: o.baseAddress!, outStride: 4 * 14)
+                }
+            }
+        }
+        let full = naiveConvTranspose(x, w, b)
+        var expected = [Float]()
+        for co in 0..<5 { for i in (6 * 14)..<(10 * 14) { expected.append(full.data[co * 18 * 14 + i] + skip.data[co * 18 * 14 + i]) } }
+        assertClose(out, expected, tolerance: 1e-5, "token rows with skip")
+    }
+
+    func testFewQueriesSplitByKeysMatchesAttention() {
+        let rows = 11, n = 1000, d = 32, dv = 24   // 1000 keys: three full slabs and a short one
+        let q = random([rows, d]), k = random([n, d]), pe = random([n, d]), v = random([n, dv])
+        var out = [Float](repeating: 0, count: rows * dv)
+        Tensor.withPointers([q, k, pe, v]) { p in
+            out.withUnsafeMutableBufferPointer { o in
+                Attention.fewQueries(q: p[0], rows: rows, keys: p[1], keyPE: p[2], values: p[3], count: n, dim: d, valueDim: dv,
+                                     scale: 0.7, into: o.baseAddress!)
+            }
+        }
+        let reference = Attention.scaledDotProduct(q: q, k: k + pe, v: v, heads: 1, scale: 0.7)
+        assertClose(out, reference.data, tolerance: 1e-5, "split-by-keys attention")
+    }
+
+    func testPostNormSoftmaxResidualMatchesComposition() {
+        let rows = 1200, dim = 64, groups = 8, group = 7   // enough work to split: four full 256-row slabs and a short one
+        let x = random([rows, dim]), pe = random([rows, dim])
+        let w1 = random([groups * group, dim]), b1 = random([groups * group]), w2 = random([dim, groups * group]), b2 = random([dim])
+        let nw = random([dim]), nb = random([dim])
+        let fused = FeedForward.postNormSoftmaxResidual(x, pe: pe, w1: w1, b1: b1, softmaxGroup: group, w2: w2, b2: b2,
+                                                        normWeight: nw, normBias: nb, eps: 1e-5)
+        var hidden = GEMM.linear(x + pe, weight: w1, bias: b1)
+        hidden.data.withUnsafeMutableBufferPointer { softmaxRows($0.baseAddress!, rows * groups, group) }
+        let reference = (x + GEMM.linear(hidden, weight: w2, bias: b2)).layerNorm(weight: nw, bias: nb, eps: 1e-5)
+        assertClose(fused.data, reference.data, tolerance: 1e-5, "fused image-to-token residual")
+    }
+
+    func testBilinearMaskIsThresholdedBilinear() {
+        let x = random([1, 37, 29])
+        let mask = Interpolate.bilinearMask(x, height: 101, width: 83)
+        let logits = Interpolate.bilinear(x, height: 101, width: 83)
+        XCTAssertEqual(mask, logits.data.map { $0 > 0 ? 1 : 0 })
+        XCTAssertTrue(mask.contains(0) && mask.contains(1))
+    }
+
+    func testShortRowSoftmaxMatchesLongForm() {
+        // Rows shorter than a vector (the mask decoder's 7 prompt tokens) take their own path.
+        let x = random([300, 7])
+        var fast = x.data
+        fast.withUnsafeMutableBufferPointer { softmaxRows($0.baseAddress!, 300, 7) }
+        var expected = [Float]()
+        for r in 0..<300 {
+            let row = Array(x.data[(r * 7)..<(r * 7 + 7)]).map(Double.init)
+            let m = row.max()!, e = row.map { Foundation.exp($0 - m) }, s = e.reduce(0, +)
+            expected += e.map { Float($0 / s) }
+        }
+        assertClose(fast, expected, tolerance: 1e-6, "softmax of 7-wide rows")
+    }
+}
