@@ -28,13 +28,21 @@ struct MemoryAttentionLayer {
     }
 
     func callAsFunction(_ x: Tensor, queryPos: Tensor, memory: Tensor, memoryPos: Tensor, excludedKeys: Int) -> Tensor {
-        var tgt = x
-        let selfRope = selfAttn.rope(queries: x.shape[0])
-        var t2 = norm1(tgt)
-        let qk = posAtAttn ? t2 + queryPos : t2
-        tgt += selfAttn(q: qk, k: qk, v: t2, rope: selfRope)
+        attendToMemory(selfAttention(x, queryPos: queryPos), queryPos: queryPos, memory: memory, memoryPos: memoryPos,
+                       excludedKeys: excludedKeys)
+    }
 
-        t2 = norm2(tgt)
+    /// The self-attention sublayer: the frame alone, no memory.
+    func selfAttention(_ x: Tensor, queryPos: Tensor) -> Tensor {
+        let t2 = norm1(x)
+        let qk = posAtAttn ? t2 + queryPos : t2
+        return x + selfAttn(q: qk, k: qk, v: t2, rope: selfAttn.rope(queries: x.shape[0]))
+    }
+
+    /// The cross-attention to the memory bank and the feed-forward sublayers.
+    func attendToMemory(_ x: Tensor, queryPos: Tensor, memory: Tensor, memoryPos: Tensor, excludedKeys: Int) -> Tensor {
+        var tgt = x
+        let t2 = norm2(tgt)
         let crossRope = crossAttn.rope(queries: x.shape[0])
         tgt += crossAttn(q: posAtCrossQueries ? t2 + queryPos : t2,
                          k: posAtCrossKeys ? memory + memoryPos : memory,
@@ -57,12 +65,22 @@ struct MemoryAttention {
         posEncAtInput = cfg.posEncAtInput
     }
 
-    /// `current`, `currentPos`: `[HW, D]`; `memory`, `memoryPos`: `[M, memDim]` with the last
-    /// `objectPointerTokens` rows being object pointers.
-    func callAsFunction(current: Tensor, currentPos: Tensor, memory: Tensor, memoryPos: Tensor, objectPointerTokens: Int) -> Tensor {
-        var out = posEncAtInput ? current.adding(currentPos, scaledBy: 0.1) : current
-        for layer in layers {
-            out = layer(out, queryPos: currentPos, memory: memory, memoryPos: memoryPos, excludedKeys: objectPointerTokens)
+    /// Everything before the memory first comes in: the input position term and the first layer's
+    /// self-attention. It depends on the frame alone, so every object tracked on a frame shares it
+    /// (the official predictor's object batch computes it once per object, with identical inputs).
+    func start(current: Tensor, currentPos: Tensor) -> Tensor {
+        let x = posEncAtInput ? current.adding(currentPos, scaledBy: 0.1) : current
+        return layers.first.map { $0.selfAttention(x, queryPos: currentPos) } ?? x
+    }
+
+    /// The rest, from `start`'s output. `currentPos`: `[HW, D]`; `memory`, `memoryPos`: `[M, memDim]`
+    /// with the last `objectPointerTokens` rows being object pointers.
+    func callAsFunction(started: Tensor, currentPos: Tensor, memory: Tensor, memoryPos: Tensor, objectPointerTokens: Int) -> Tensor {
+        var out = started
+        for (i, layer) in layers.enumerated() {
+            out = i == 0 ? layer.attendToMemory(out, queryPos: currentPos, memory: memory, memoryPos: memoryPos,
+                                                excludedKeys: objectPointerTokens)
+                         : layer(out, queryPos: currentPos, memory: memory, memoryPos: memoryPos, excludedKeys: objectPointerTokens)
         }
         return norm(out)
     }

@@ -64,13 +64,17 @@ struct MemoryEncoder {
         temperature = Float(cfg.positionEncoding.temperature)
     }
 
-    /// `pixFeat`: `[C, h, w]` frame features; `mask`: `[1, S, S]` already scaled for memory
+    /// `pix_feat_proj(pix_feat)` of the `[C, h, w]` frame features: the frame's share, the same
+    /// for every object's mask.
+    func projectPixels(_ pixFeat: Tensor) -> Tensor { pixFeatProj(pixFeat) }
+
+    /// The rest, from `projectPixels`' output; `mask`: `[1, S, S]` already scaled for memory
     /// (sigmoid or binarised, times scale plus bias). Returns memory features and their position encoding.
-    func callAsFunction(pixFeat: Tensor, mask: Tensor) -> (features: Tensor, position: Tensor) {
+    func callAsFunction(projectedPixels: Tensor, mask: Tensor) -> (features: Tensor, position: Tensor) {
         var m = mask
         for (conv, norm) in downsampler { m = norm.channels(conv(m)).gelu() }
         m = downsamplerOut(m)
-        var x = pixFeatProj(pixFeat) + m
+        var x = projectedPixels + m
         for block in fuser { x = block(x) }
         if let outProj { x = outProj(x) }
         let pos = PositionEncoding.sine(numPosFeats: numPosFeats, height: x.shape[1], width: x.shape[2], temperature: temperature)

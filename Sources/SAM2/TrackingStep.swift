@@ -10,6 +10,9 @@ public struct FrameFeatures {
     let visionTokens: Tensor
     let visionPosTokens: Tensor
 
+    /// Work on this frame that is the same for every object, done by the first object that needs it.
+    let shared = SharedFrameWork()
+
     public init(_ backbone: BackboneFeatures) {
         self.backbone = backbone
         visionTokens = backbone.visionFeatures.chwToTokens()
@@ -19,6 +22,16 @@ public struct FrameFeatures {
     var highRes: (s0: Tensor, s1: Tensor)? {
         backbone.levels.count > 1 ? (backbone.levels[0], backbone.levels[1]) : nil
     }
+}
+
+/// Object-independent intermediate results on one frame: with k objects the frame costs one image
+/// encoder pass, one start of memory attention and one projection of the frame for the memory
+/// encoder, plus k of the rest.
+final class SharedFrameWork {
+    /// `MemoryAttention.start`: the frame after the first layer's self-attention.
+    var memoryAttentionStart: Tensor?
+    /// The memory encoder's `pix_feat_proj` of the frame.
+    var memoryEncoderPixels: Tensor?
 }
 
 extension SAM2Model {
@@ -67,7 +80,11 @@ extension SAM2Model {
         var mask = binarize ? highResMasks.map { $0 > 0 ? 1 : 0 } : highResMasks.sigmoid()
         if scale != 1 { mask = mask.map { $0 * scale } }
         if bias != 0 { mask = mask.map { $0 + bias } }
-        var (feats, pos) = timed("memory_encoder") { memoryEncoder(pixFeat: f.backbone.visionFeatures, mask: mask) }
+        var (feats, pos) = timed("memory_encoder") { () -> (Tensor, Tensor) in
+            let pixels = f.shared.memoryEncoderPixels ?? memoryEncoder.projectPixels(f.backbone.visionFeatures)
+            f.shared.memoryEncoderPixels = pixels
+            return memoryEncoder(projectedPixels: pixels, mask: mask)
+        }
         trace?("memory_encoder", ["vision_features": feats, "vision_pos_enc.0": pos])
         if let memoryFeaturesOverride { feats = memoryFeaturesOverride(feats) }
         if let noObjEmbedSpatial, !(objectScoreLogit > 0) {
@@ -96,8 +113,8 @@ extension SAM2Model {
             }
             let mem = Tensor(shape: [1, c], data: noMemEmbed.data)
             let memPos = Tensor(shape: [1, c], data: noMemPosEnc.data)
-            let out = memoryAttention(current: f.visionTokens, currentPos: f.visionPosTokens, memory: mem, memoryPos: memPos,
-                                      objectPointerTokens: 0)
+            let out = memoryAttention(started: startMemoryAttention(f), currentPos: f.visionPosTokens, memory: mem,
+                                      memoryPos: memPos, objectPointerTokens: 0)
             trace?("memory_attention", ["out": out])
             return out
         }
@@ -167,11 +184,21 @@ extension SAM2Model {
         let memory = Tensor.concatRows(mems)
         let memoryPos = Tensor.concatRows(poss)
         let out = timed("memory_attention") {
-            memoryAttention(current: f.visionTokens, currentPos: f.visionPosTokens, memory: memory, memoryPos: memoryPos,
+            memoryAttention(started: startMemoryAttention(f), currentPos: f.visionPosTokens, memory: memory, memoryPos: memoryPos,
                             objectPointerTokens: objectPointerTokens)
         }
         trace?("memory_attention", ["out": out])
         return out
+    }
+}
+
+extension SAM2Model {
+    /// `MemoryAttention.start` on a frame, once for all its objects.
+    func startMemoryAttention(_ f: FrameFeatures) -> Tensor {
+        if let s = f.shared.memoryAttentionStart { return s }
+        let s = memoryAttention.start(current: f.visionTokens, currentPos: f.visionPosTokens)
+        f.shared.memoryAttentionStart = s
+        return s
     }
 }
 
