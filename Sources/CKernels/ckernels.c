@@ -289,28 +289,47 @@ void sam2_layernorm_channels(float *x, size_t c, size_t hw, size_t stride, const
     }
 }
 
+// Plain loops the compiler vectorises; compiled twice, for AVX2 and for any x86-64/other CPU.
+#define INTERLEAVE_BODY                                                                              \
+    size_t n = rows * w, wo = 2 * w;                                                                 \
+    for (size_t co = 0; co < cout; co++) {                                                           \
+        float b = bias[co];                                                                          \
+        for (size_t y = 0; y < rows; y++) {                                                          \
+            for (size_t i = 0; i < 2; i++) {                                                         \
+                const float *even = products + ((i * 2) * cout + co) * n + y * w;    /* j = 0 */     \
+                const float *odd = products + ((i * 2 + 1) * cout + co) * n + y * w; /* j = 1 */     \
+                float *restrict o = out + co * out_stride + (2 * y + i) * wo;                        \
+                if (skip) {                                                                          \
+                    const float *s = skip + co * skip_stride + (2 * y + i) * wo;                     \
+                    for (size_t x = 0; x < w; x++) {                                                 \
+                        o[2 * x] = (even[x] + b) + s[2 * x];                                         \
+                        o[2 * x + 1] = (odd[x] + b) + s[2 * x + 1];                                  \
+                    }                                                                                \
+                } else {                                                                             \
+                    for (size_t x = 0; x < w; x++) { o[2 * x] = even[x] + b; o[2 * x + 1] = odd[x] + b; } \
+                }                                                                                    \
+            }                                                                                        \
+        }                                                                                            \
+    }
+#define ADD_BODY for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+
+static void interleave_generic(const float *products, size_t cout, size_t rows, size_t w, const float *bias,
+                               const float *skip, size_t skip_stride, float *out, size_t out_stride) { INTERLEAVE_BODY }
+static void add_generic(float *out, const float *a, const float *b, size_t n) { ADD_BODY }
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+AVX2 static void interleave_avx2(const float *products, size_t cout, size_t rows, size_t w, const float *bias,
+                                 const float *skip, size_t skip_stride, float *out, size_t out_stride) { INTERLEAVE_BODY }
+AVX2 static void add_avx2(float *out, const float *a, const float *b, size_t n) { ADD_BODY }
+#endif
+
 void sam2_interleave2x2(const float *products, size_t cout, size_t rows, size_t w, const float *bias,
                         const float *skip, size_t skip_stride, float *out, size_t out_stride) {
-    size_t n = rows * w, wo = 2 * w;
-    for (size_t co = 0; co < cout; co++) {
-        float b = bias[co];
-        for (size_t y = 0; y < rows; y++) {
-            for (size_t i = 0; i < 2; i++) {
-                const float *even = products + ((i * 2) * cout + co) * n + y * w;      // j = 0
-                const float *odd = products + ((i * 2 + 1) * cout + co) * n + y * w;   // j = 1
-                float *o = out + co * out_stride + (2 * y + i) * wo;
-                if (skip) {
-                    const float *s = skip + co * skip_stride + (2 * y + i) * wo;
-                    for (size_t x = 0; x < w; x++) {
-                        o[2 * x] = (even[x] + b) + s[2 * x];
-                        o[2 * x + 1] = (odd[x] + b) + s[2 * x + 1];
-                    }
-                } else {
-                    for (size_t x = 0; x < w; x++) { o[2 * x] = even[x] + b; o[2 * x + 1] = odd[x] + b; }
-                }
-            }
-        }
-    }
+    DISPATCH(interleave_avx2(products, cout, rows, w, bias, skip, skip_stride, out, out_stride),
+             interleave_generic(products, cout, rows, w, bias, skip, skip_stride, out, out_stride));
+}
+
+void sam2_add(float *out, const float *a, const float *b, size_t n) {
+    DISPATCH(add_avx2(out, a, b, n), add_generic(out, a, b, n));
 }
 
 void sam2_keep_freed_memory(void) {

@@ -130,7 +130,7 @@ public enum Attention {
             var keys = k + k0 * d
             if let keyPE {
                 let pe = keyPE + k0 * d
-                for i in 0..<(count * d) { scratch[i] = keys[i] + pe[i] }
+                sam2_add(scratch, keys, pe, count * d)
                 keys = UnsafePointer(scratch)
             }
             let scores = scratch + (keyPE == nil ? 0 : count * d)

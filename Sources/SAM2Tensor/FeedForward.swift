@@ -60,11 +60,11 @@ extension FeedForward {
                     let h = UnsafeMutablePointer<Float>.allocate(capacity: n * (hidden + dim))
                     defer { h.deallocate() }
                     let os = op + r0 * dim, xs = xp + r0 * dim, qs = h + n * hidden
-                    for i in 0..<(n * dim) { qs[i] = xs[i] + pep[r0 * dim + i] }
+                    sam2_add(qs, xs, pep + r0 * dim, n * dim)
                     GEMM.linearRows(qs, rows: n, inDim: dim, outDim: hidden, weight: w1p, bias: b1p, accumulate: false, into: h)
                     sam2_softmax_rows(h, n * hidden / softmaxGroup, softmaxGroup)
                     GEMM.linearRows(h, rows: n, inDim: hidden, outDim: dim, weight: w2p, bias: b2p, accumulate: false, into: os)
-                    for i in 0..<(n * dim) { os[i] = xs[i] + os[i] }
+                    sam2_add(os, xs, os, n * dim)
                     sam2_layernorm_rows(os, n, dim, nw, nb, eps)
                 }
             }

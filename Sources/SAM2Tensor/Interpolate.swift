@@ -47,22 +47,27 @@ public enum Interpolate {
         }
         let ty = (0..<oh).map { taps($0, sh, ih) }
         let tx = (0..<ow).map { taps($0, sw, iw) }
+        // Each input row interpolated along x once (upsampling reuses it for several output
+        // rows); then every output row is a two-term blend of those, in the same arithmetic.
+        let across = UnsafeMutablePointer<Float>.allocate(capacity: c * ih * ow)
+        defer { across.deallocate() }
         x.data.withUnsafeBufferPointer { s in
             tx.withUnsafeBufferPointer { txp in
-                parallelFor(c * oh, minimumPerThread: max(1, 16384 / max(ow, 1))) { row in
-                    let ch = row / oh, oy = row % oh
-                    let sp = s.baseAddress! + ch * ih * iw
-                    let (y0, y1, wy0, wy1) = ty[oy]
-                    let r0 = sp + y0 * iw, r1 = sp + y1 * iw
-                    body(row) { drow in
-                        for ox in 0..<ow {
-                            let (x0, x1, wx0, wx1) = txp[ox]
-                            let a = wx0 * r0[x0] + wx1 * r0[x1]
-                            let b = wx0 * r1[x0] + wx1 * r1[x1]
-                            drow[ox] = a * wy0 + b * wy1
-                        }
+                parallelFor(c * ih, minimumPerThread: max(1, 16384 / max(ow, 1))) { row in
+                    let r = s.baseAddress! + row * iw, d = across + row * ow
+                    for ox in 0..<ow {
+                        let (x0, x1, wx0, wx1) = txp[ox]
+                        d[ox] = wx0 * r[x0] + wx1 * r[x1]
                     }
                 }
+            }
+        }
+        parallelFor(c * oh, minimumPerThread: max(1, 16384 / max(ow, 1))) { row in
+            let ch = row / oh, oy = row % oh
+            let (y0, y1, wy0, wy1) = ty[oy]
+            let a = across + (ch * ih + y0) * ow, b = across + (ch * ih + y1) * ow
+            body(row) { drow in
+                for ox in 0..<ow { drow[ox] = a[ox] * wy0 + b[ox] * wy1 }
             }
         }
     }

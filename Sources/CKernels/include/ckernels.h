@@ -48,4 +48,6 @@ void sam2_keep_freed_memory(void);
 /// is not NULL; channels of `out` and `skip` are `out_stride` / `skip_stride` floats apart.
 void sam2_interleave2x2(const float *products, size_t cout, size_t rows, size_t w, const float *bias,
                         const float *skip, size_t skip_stride, float *out, size_t out_stride);
+/// `out = a + b`, `n` values (`out` may be `a` or `b`).
+void sam2_add(float *out, const float *a, const float *b, size_t n);
 #endif
