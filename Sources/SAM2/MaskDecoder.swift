@@ -101,13 +101,13 @@ struct MaskDecoder {
 
     /// `hyper · output_upscaling(image)`: the image tokens upscaled 4x by two 2x2 transposed
     /// convolutions (adding the high-resolution features s1, then s0, before each GELU), then one
-    /// mask per hypernetwork row. Done two embedding rows at a time, so the upscaled maps
+    /// mask per hypernetwork row. Done four embedding rows at a time, so the upscaled maps
     /// (4 MB and 8 MB at 1024) are never written out: each slab stays in cache from the first
     /// product to its rows of the masks. Returns `[M, 4h, 4w]`.
     private func upscaledMasks(_ tokens: Tensor, height h: Int, width w: Int, hyper: Tensor,
                                highRes: (s0: Tensor, s1: Tensor)?) -> Tensor {
         let c1 = upscale1.outChannels, c2 = upscale2.outChannels, masksCount = hyper.shape[0]
-        let slabRows = 2, outPlane = 16 * h * w
+        let slabRows = 4, outPlane = 16 * h * w
         var masks = [Float](unsafeUninitializedCapacity: masksCount * outPlane) { _, n in n = masksCount * outPlane }
         let inputs = [tokens, upscaleNorm.weight, upscaleNorm.bias, hyper] + (highRes.map { [$0.s1, $0.s0] } ?? [])
         Tensor.withPointers(inputs) { p in
