@@ -59,20 +59,12 @@ public enum Conv {
         return Tensor(shape: [cout, ho, wo], data: out)
     }
 
-    /// A 1x1 convolution of a `[Cin, H, W]` map straight into `[H*W, Cout]` token rows
-    /// (one product with the map read transposed, instead of a convolution and then a transpose).
+    /// A 1x1 convolution of a `[Cin, H, W]` map straight into `[H*W, Cout]` token rows: a linear
+    /// layer on the (narrow) map's pixels, so each slab of the wide output is written once, in cache.
     public static func pointwiseToTokens(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
-        let cin = x.shape[0], n = x.count / max(cin, 1), cout = weight.shape[0]
+        let cin = x.shape[0], cout = weight.shape[0]
         precondition(weight.count == cout * cin, "pointwiseToTokens: input \(x.shape) vs weight \(weight.shape)")
-        var out = [Float](repeating: 0, count: n * cout)
-        Tensor.withPointers([x, weight]) { p in
-            out.withUnsafeMutableBufferPointer { po in
-                if let bias { bias.data.withUnsafeBufferPointer { b in for r in 0..<n { (po.baseAddress! + r * cout).update(from: b.baseAddress!, count: cout) } } }
-                GEMM.sgemm(transA: true, transB: true, m: n, n: cout, k: cin, a: p[0], lda: n, b: p[1], ldb: cin,
-                           beta: bias == nil ? 0 : 1, c: po.baseAddress!, ldc: cout)
-            }
-        }
-        return Tensor(shape: [n, cout], data: out)
+        return GEMM.linear(x.chwToTokens(), weight: weight.reshaped([cout, cin]), bias: bias)
     }
 
     /// Depthwise convolution (groups = C), stride 1; `weight` is `[C, 1, k, k]`.
