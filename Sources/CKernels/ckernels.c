@@ -215,9 +215,16 @@ AVX2 static void gelu_avx2(float *x, size_t n) {
 }
 
 static int has_avx2(void) {
+    // Kernels are called from several threads at once, the first time too: the cached answer is
+    // read and written atomically (every thread computes the same value).
     static int cached = -1;
-    if (cached < 0) { __builtin_cpu_init(); cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
-    return cached;
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    }
+    return v;
 }
 #define DISPATCH(call_avx2, call_generic) do { if (has_avx2()) { call_avx2; } else { call_generic; } } while (0)
 #else
