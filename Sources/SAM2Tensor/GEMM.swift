@@ -96,7 +96,6 @@ public enum GEMM {
         var shape = x.shape
         shape[shape.count - 1] = outDim
         guard rows > 0 else { return Tensor(shape: shape, data: []) }
-        countFlops(2 * Double(rows) * Double(outDim) * Double(inDim))
         let out = [Float](unsafeUninitializedCapacity: rows * outDim) { buffer, initialized in
             let c = buffer.baseAddress!
             x.data.withUnsafeBufferPointer { px in
@@ -108,10 +107,10 @@ public enum GEMM {
                             // (output columns) over the cores instead, as `sgemm` does for short products.
                             if let b { for r in 0..<rows { (c + r * outDim).update(from: b, count: outDim) } }
                             sgemm(transB: true, m: rows, n: outDim, k: inDim, a: px.baseAddress!, lda: inDim, b: pw.baseAddress!,
-                                  ldb: inDim, beta: b == nil ? 0 : 1, c: c, ldc: outDim)
-                            countFlops(-2 * Double(rows) * Double(outDim) * Double(inDim))  // counted above
+                                  ldb: inDim, beta: b == nil ? 0 : 1, c: c, ldc: outDim)  // (counts its FLOPs)
                             return
                         }
+                        countFlops(2 * Double(rows) * Double(outDim) * Double(inDim))
                         forEachRowSlab(rows, work: Double(rows) * Double(outDim) * Double(inDim)) { r0, n in
                             linearRows(px.baseAddress! + r0 * inDim, rows: n, inDim: inDim, outDim: outDim,
                                        weight: pw.baseAddress!, bias: b, accumulate: false, into: c + r0 * outDim)
