@@ -26,12 +26,14 @@ public struct FrameFeatures {
 
 /// Object-independent intermediate results on one frame: with k objects the frame costs one image
 /// encoder pass, one start of memory attention and one projection of the frame for the memory
-/// encoder, plus k of the rest.
+/// encoder, plus k of the rest; repeated clicks on a frame reuse them too.
 final class SharedFrameWork {
     /// `MemoryAttention.start`: the frame after the first layer's self-attention.
     var memoryAttentionStart: Tensor?
     /// The memory encoder's `pix_feat_proj` of the frame.
     var memoryEncoderPixels: Tensor?
+    /// The frame plus `no_mem_embed`: what every object's clicks on an initial conditioning frame see.
+    var noMemoryPixels: Tensor?
 }
 
 extension SAM2Model {
@@ -109,7 +111,9 @@ extension SAM2Model {
         if numMaskmem == 0 { return f.visionTokens }
         if isInitCondFrame {
             if config.directlyAddNoMemEmbed {
-                return f.visionTokens.addingRow(noMemEmbed.data)
+                let pixels = f.shared.noMemoryPixels ?? f.visionTokens.addingRow(noMemEmbed.data)
+                f.shared.noMemoryPixels = pixels
+                return pixels
             }
             let mem = Tensor(shape: [1, c], data: noMemEmbed.data)
             let memPos = Tensor(shape: [1, c], data: noMemPosEnc.data)
