@@ -76,11 +76,11 @@ struct MemoryAttention {
     /// The rest, from `start`'s output. `currentPos`: `[HW, D]`; `memory`, `memoryPos`: `[M, memDim]`
     /// with the last `objectPointerTokens` rows being object pointers.
     func callAsFunction(started: Tensor, currentPos: Tensor, memory: Tensor, memoryPos: Tensor, objectPointerTokens: Int) -> Tensor {
-        var out = started
-        for (i, layer) in layers.enumerated() {
-            out = i == 0 ? layer.attendToMemory(out, queryPos: currentPos, memory: memory, memoryPos: memoryPos,
-                                                excludedKeys: objectPointerTokens)
-                         : layer(out, queryPos: currentPos, memory: memory, memoryPos: memoryPos, excludedKeys: objectPointerTokens)
+        guard let first = layers.first else { return norm(started) }
+        var out = first.attendToMemory(started, queryPos: currentPos, memory: memory, memoryPos: memoryPos,
+                                       excludedKeys: objectPointerTokens)
+        for layer in layers.dropFirst() {
+            out = layer(out, queryPos: currentPos, memory: memory, memoryPos: memoryPos, excludedKeys: objectPointerTokens)
         }
         return norm(out)
     }

@@ -34,6 +34,14 @@ final class SharedFrameWork {
     var memoryEncoderPixels: Tensor?
     /// The frame plus `no_mem_embed`: what every object's clicks on an initial conditioning frame see.
     var noMemoryPixels: Tensor?
+
+    /// The slot's value, computed the first time it is asked for.
+    func value(_ slot: ReferenceWritableKeyPath<SharedFrameWork, Tensor?>, _ compute: () -> Tensor) -> Tensor {
+        if let v = self[keyPath: slot] { return v }
+        let v = compute()
+        self[keyPath: slot] = v
+        return v
+    }
 }
 
 extension SAM2Model {
@@ -83,8 +91,7 @@ extension SAM2Model {
         if scale != 1 { mask = mask.map { $0 * scale } }
         if bias != 0 { mask = mask.map { $0 + bias } }
         var (feats, pos) = timed("memory_encoder") { () -> (Tensor, Tensor) in
-            let pixels = f.shared.memoryEncoderPixels ?? memoryEncoder.projectPixels(f.backbone.visionFeatures)
-            f.shared.memoryEncoderPixels = pixels
+            let pixels = f.shared.value(\.memoryEncoderPixels) { memoryEncoder.projectPixels(f.backbone.visionFeatures) }
             return memoryEncoder(projectedPixels: pixels, mask: mask)
         }
         trace?("memory_encoder", ["vision_features": feats, "vision_pos_enc.0": pos])
@@ -111,9 +118,7 @@ extension SAM2Model {
         if numMaskmem == 0 { return f.visionTokens }
         if isInitCondFrame {
             if config.directlyAddNoMemEmbed {
-                let pixels = f.shared.noMemoryPixels ?? f.visionTokens.addingRow(noMemEmbed.data)
-                f.shared.noMemoryPixels = pixels
-                return pixels
+                return f.shared.value(\.noMemoryPixels) { f.visionTokens.addingRow(noMemEmbed.data) }
             }
             let mem = Tensor(shape: [1, c], data: noMemEmbed.data)
             let memPos = Tensor(shape: [1, c], data: noMemPosEnc.data)
@@ -199,10 +204,7 @@ extension SAM2Model {
 extension SAM2Model {
     /// `MemoryAttention.start` on a frame, once for all its objects.
     func startMemoryAttention(_ f: FrameFeatures) -> Tensor {
-        if let s = f.shared.memoryAttentionStart { return s }
-        let s = memoryAttention.start(current: f.visionTokens, currentPos: f.visionPosTokens)
-        f.shared.memoryAttentionStart = s
-        return s
+        f.shared.value(\.memoryAttentionStart) { memoryAttention.start(current: f.visionTokens, currentPos: f.visionPosTokens) }
     }
 }
 

@@ -33,7 +33,7 @@ extension Tensor {
                 other.data.withUnsafeBufferPointer { pb in
                     let op = o.baseAddress!, ap = pa.baseAddress!, bp = pb.baseAddress!
                     parallelChunks(count) { r in
-                        for i in r { op[i] = ap[i] + bp[i] }
+                        sam2_add(op + r.lowerBound, ap + r.lowerBound, bp + r.lowerBound, r.count)
                         sam2_gelu(op + r.lowerBound, r.count)
                     }
                 }

@@ -23,8 +23,9 @@ public enum GEMM {
     }()
 
     /// `C[m,n] = alpha * op(A) · op(B) + beta * C`, row-major, on raw pointers with leading dimensions.
-    /// Products of more than ~4 MFLOP are split into fixed slabs of C (256 rows, or when C is short,
-    /// 4096 or 128 columns), shared among the cores, each an independent single-threaded sgemm.
+    /// Products of more than ~2 MFLOP are split into fixed slabs of C (256 rows, or when C is short,
+    /// 4096, 512 or 128 columns by its width), shared among the cores, each an independent
+    /// single-threaded sgemm.
     /// `serial`: one sgemm on this thread (for callers that split the work themselves).
     public static func sgemm(transA: Bool = false, transB: Bool = false,
                              m: Int, n: Int, k: Int, alpha: Float = 1,

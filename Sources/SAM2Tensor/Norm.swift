@@ -39,13 +39,6 @@ extension Tensor {
     }
 }
 
-/// LayerNorm over each of `rows` rows of `n` values in place, on this thread: for fused slab kernels.
-@inline(__always)
-public func layerNormRowsInPlace(_ x: UnsafeMutablePointer<Float>, rows: Int, n: Int,
-                                 weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float) {
-    sam2_layernorm_rows(x, rows, n, weight, bias, eps)
-}
-
 /// LayerNorm2d of `pixels` pixels over `channels` channel rows `channelStride` floats apart, in place, on this thread.
 @inline(__always)
 public func layerNormChannelsInPlace(_ x: UnsafeMutablePointer<Float>, channels: Int, pixels: Int, channelStride: Int,

@@ -1,3 +1,4 @@
+import CKernels
 /// A dense, row-major float32 tensor: a shape and a flat array of values.
 ///
 /// Value semantics (copy on write through `[Float]`); the model works on batch 1
@@ -87,7 +88,7 @@ public struct Tensor: Equatable, CustomStringConvertible {
                 b.data.withUnsafeBufferPointer { pb in
                     let op = o.baseAddress!, ap = pa.baseAddress!, bp = pb.baseAddress!
                     parallelChunks(a.count, minimumChunk: 1 << 16) { r in
-                        for i in r { op[i] = ap[i] + bp[i] }
+                        sam2_add(op + r.lowerBound, ap + r.lowerBound, bp + r.lowerBound, r.count)
                     }
                 }
             }
@@ -103,7 +104,7 @@ public struct Tensor: Equatable, CustomStringConvertible {
             b.data.withUnsafeBufferPointer { pb in
                 let op = o.baseAddress!, bp = pb.baseAddress!
                 parallelChunks(o.count, minimumChunk: 1 << 16) { r in
-                    for i in r { op[i] += bp[i] }
+                    sam2_add(op + r.lowerBound, op + r.lowerBound, bp + r.lowerBound, r.count)
                 }
             }
         }

@@ -24,6 +24,8 @@ struct Bench: ParsableCommand {
     func run() throws {
         if kernels { benchKernels(); return }
         if video.isEmpty { fail("--video is required") }
+        if objects < 1 { fail("--objects must be at least 1") }
+        if clicks < 1 { fail("--clicks must be at least 1") }
         do { try bench() } catch { fail("\(error)") }
     }
 
@@ -70,7 +72,6 @@ struct Bench: ParsableCommand {
         let w = Double(source.videoWidth), h = Double(source.videoHeight)
         let p = point.map { $0.split(separator: ",").compactMap { Double($0) } } ?? [w / 2, h / 2]
         guard p.count == 2 else { throw PredictorError("--point needs x,y") }
-        guard objects >= 1 else { throw PredictorError("--objects must be at least 1") }
         for obj in stride(from: 2, through: objects, by: 1) {
             let f = Double(obj - 1) / Double(objects)
             try predictor.addPoints(frame: 0, objectId: obj, points: [(w * (0.1 + 0.8 * f), h * (0.1 + 0.8 * f))], labels: [1])
@@ -80,7 +81,6 @@ struct Bench: ParsableCommand {
         try predictor.addPoints(frame: 0, objectId: 1, points: [(p[0], p[1])], labels: [1])
         let firstClick = Date().timeIntervalSince(t0)
         // Click to mask on a frame whose embedding is cached (median of `clicks`).
-        guard clicks >= 1 else { throw PredictorError("--clicks must be at least 1") }
         var clickSeconds = [Double]()
         for i in 0..<clicks {
             t0 = Date()
