@@ -1,3 +1,4 @@
+import CKernels
 import SAM2Checkpoint
 import SAM2Tensor
 
@@ -24,6 +25,14 @@ struct HieraBlock {
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor {
+        // Group by group where the map is large (the first two stages at 1024: whole-map
+        // intermediates of 37-150 MB); op by op on smaller maps, where a group's rows are too few
+        // to pay for re-reading the larger weights of the later stages (measured slower there).
+        windowSize > 0 && x.shape[0] * x.shape[1] >= 128 * 128 ? windowed(x) : wholeMap(x)
+    }
+
+    /// A block op by op over the whole map.
+    func wholeMap(_ x: Tensor) -> Tensor {
         let h = x.shape[0], w = x.shape[1]
         let xn = norm1(x)
         var shortcut = x
@@ -52,6 +61,134 @@ struct HieraBlock {
         var y = shortcut + attended
         mlp.residual(&y, norm: norm2)
         return y
+    }
+
+    /// A windowed block, a group of windows at a time from start to finish: gather the group's
+    /// tokens, norm1 (padding stays zero, as it is added after the norm), qkv, attention per window
+    /// (q max-pooled within its window at a stage change), proj, the shortcut, the MLP, scatter back.
+    /// A group's intermediates stay in cache, where the whole-map form wrote a dozen map-sized
+    /// buffers (qkv alone is 150 MB in the first stage at 1024). Every row gets the same products
+    /// and norms as op by op, so the output is the same to the bit.
+    func windowed(_ x: Tensor) -> Tensor {
+        let h = x.shape[0], w = x.shape[1], ws = windowSize
+        let nh = (h + ws - 1) / ws, nw = (w + ws - 1) / ws, windows = nh * nw
+        let wso = poolsQueries ? ws / 2 : ws                      // output window side
+        let outH = poolsQueries ? h / 2 : h, outW = poolsQueries ? w / 2 : w
+        let n = ws * ws, nq = wso * wso, hd = dimOut / heads, qkvWidth = 3 * dimOut
+        let hidden = mlp.layers[0].outDim
+        // About 256 output rows per group (at most 512 input rows), and enough groups for the cores.
+        let perGroup = max(1, min(256 / nq, 512 / n, windows / 8))
+        let groups = (windows + perGroup - 1) / perGroup
+        let inRows = perGroup * n, outRows = perGroup * nq
+        countFlops(windows: windows, inRows: windows * n, outTokens: outH * outW, hidden: hidden)
+
+        var out = [Float](repeating: 0, count: outH * outW * dimOut)
+        let weights = [qkv.weight, qkv.bias!, attnProj.weight, attnProj.bias!, norm1.weight, norm1.bias,
+                       norm2.weight, norm2.bias, mlp.layers[0].weight, mlp.layers[0].bias!, mlp.layers[1].weight,
+                       mlp.layers[1].bias!] + (shortcutProj.map { [$0.weight, $0.bias!] } ?? [])
+        Tensor.withPointers([x] + weights) { p in
+            let xp = p[0], (qkvW, qkvB, projW, projB, n1w, n1b) = (p[1], p[2], p[3], p[4], p[5], p[6])
+            let ffn = FeedForward.Weights(normWeight: p[7], normBias: p[8], eps: norm2.eps, w1: p[9], b1: p[10], w2: p[11], b2: p[12],
+                                          dim: dimOut, hidden: hidden, activation: mlp.activation)
+            let shortcutWeights = shortcutProj == nil ? nil : (p[13], p[14])
+            out.withUnsafeMutableBufferPointer { po in
+                let op = po.baseAddress!
+                Parallelism.independentTasks(groups) { g in
+                    let first = g * perGroup, count = min(perGroup, windows - first)
+                    let floats = inRows * (dim + qkvWidth + dimOut) + nq * n + outRows * (5 * dimOut + hidden)
+                    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: floats)
+                    defer { scratch.deallocate() }
+                    var next = scratch
+                    func take(_ count: Int) -> UnsafeMutablePointer<Float> { defer { next += count }; return next }
+                    let xn = take(inRows * dim), packed = take(inRows * qkvWidth), shortcut = take(inRows * dimOut)
+                    let scores = take(nq * n), pooled = take(outRows * dimOut), attended = take(outRows * dimOut)
+                    let projected = take(outRows * dimOut), y = take(outRows * dimOut), mlpScratch = take(outRows * (dimOut + hidden))
+                    let rows = count * n
+
+                    // Gather and normalise; rows outside the map are the zero padding.
+                    for t in 0..<rows {
+                        let (sy, sx) = position(window: first + t / n, token: t % n, side: ws, windowsPerRow: nw)
+                        let row = xn + t * dim
+                        if sy < h && sx < w { row.update(from: xp + (sy * w + sx) * dim, count: dim) }
+                        else { row.update(repeating: 0, count: dim) }
+                    }
+                    sam2_layernorm_rows(xn, rows, dim, n1w, n1b, norm1.eps)
+                    for t in 0..<rows {
+                        let (sy, sx) = position(window: first + t / n, token: t % n, side: ws, windowsPerRow: nw)
+                        if sy >= h || sx >= w { (xn + t * dim).update(repeating: 0, count: dim) }
+                    }
+
+                    GEMM.linearRows(xn, rows: rows, inDim: dim, outDim: qkvWidth, weight: qkvW, bias: qkvB, accumulate: false, into: packed)
+                    for win in 0..<count {
+                        let kv = packed + win * n * qkvWidth
+                        var q = UnsafePointer(kv), ldq = qkvWidth
+                        if poolsQueries {
+                            let pq = pooled + win * nq * dimOut
+                            maxPool2x2(kv, ld: qkvWidth, side: ws, channels: dimOut, into: pq)
+                            q = UnsafePointer(pq); ldq = dimOut
+                        }
+                        Attention.window(q: q, ldq: ldq, k: kv + dimOut, ldk: qkvWidth, v: kv + 2 * dimOut, ldv: qkvWidth,
+                                         out: attended + win * nq * dimOut, ldo: dimOut, queries: nq, keys: n,
+                                         heads: heads, headDim: hd, scores: scores)
+                    }
+                    // The shortcut, in window order: x itself, or the projection of the normed tokens
+                    // (max-pooled like q, into q's buffer, free again).
+                    var shortcutRows = UnsafePointer(shortcut)
+                    if let (weight, bias) = shortcutWeights {
+                        GEMM.linearRows(xn, rows: rows, inDim: dim, outDim: dimOut, weight: weight, bias: bias, accumulate: false, into: shortcut)
+                        if poolsQueries {
+                            for win in 0..<count {
+                                maxPool2x2(shortcut + win * n * dimOut, ld: dimOut, side: ws, channels: dimOut, into: pooled + win * nq * dimOut)
+                            }
+                            shortcutRows = UnsafePointer(pooled)
+                        }
+                    }
+                    // y = shortcut + proj(attended), over the group's output tokens inside the map.
+                    GEMM.linearRows(attended, rows: count * nq, inDim: dimOut, outDim: dimOut, weight: projW, bias: projB,
+                                    accumulate: false, into: projected)
+                    var kept = [Int]()
+                    for t in 0..<(count * nq) {
+                        let (oy, ox) = position(window: first + t / nq, token: t % nq, side: wso, windowsPerRow: nw)
+                        guard oy < outH && ox < outW else { continue }
+                        let source = shortcutProj == nil ? xp + (oy * w + ox) * dim : shortcutRows + t * dimOut
+                        sam2_add(y + kept.count * dimOut, source, projected + t * dimOut, dimOut)
+                        kept.append(oy * outW + ox)
+                    }
+                    FeedForward.residualRows(y, rows: kept.count, ffn, scratch: mlpScratch)
+                    for (i, index) in kept.enumerated() { (op + index * dimOut).update(from: y + i * dimOut, count: dimOut) }
+                }
+            }
+        }
+        return Tensor(shape: [outH, outW, dimOut], data: out)
+    }
+
+    /// Map position of token `token` (row-major inside its window) of window `window` (row-major).
+    @inline(__always)
+    private func position(window: Int, token: Int, side: Int, windowsPerRow: Int) -> (Int, Int) {
+        ((window / windowsPerRow) * side + token / side, (window % windowsPerRow) * side + token % side)
+    }
+
+    /// Max-pool 2x2 the first `channels` columns of a window's `side`² rows (stride `ld`).
+    private func maxPool2x2(_ rows: UnsafePointer<Float>, ld: Int, side: Int, channels: Int, into out: UnsafeMutablePointer<Float>) {
+        let half = side / 2
+        for t in 0..<(half * half) {
+            let i00 = rows + ((t / half) * 2 * side + (t % half) * 2) * ld
+            let (i01, i10) = (i00 + ld, i00 + side * ld)
+            let i11 = i10 + ld, o = out + t * channels
+            for c in 0..<channels { o[c] = Swift.max(Swift.max(i00[c], i01[c]), Swift.max(i10[c], i11[c])) }
+        }
+    }
+
+    /// The executed products of a windowed block, counted once for the whole map.
+    private func countFlops(windows: Int, inRows: Int, outTokens: Int, hidden: Int) {
+        let nq = Double(poolsQueries ? windowSize * windowSize / 4 : windowSize * windowSize)
+        let (rows, d, dO) = (Double(inRows), Double(dim), Double(dimOut))
+        var f = 2 * rows * d * 3 * dO                                        // qkv
+        f += 4 * Double(windows) * nq * Double(windowSize * windowSize) * dO  // scores and values
+        f += 2 * Double(windows) * nq * dO * dO                              // proj
+        if shortcutProj != nil { f += 2 * rows * d * dO }
+        f += 4 * Double(outTokens) * dO * Double(hidden)                     // MLP
+        GEMM.countFlops(f)
     }
 
     /// `MultiScaleAttention` on `[B, S, S, C]` windows → `[B, S', S', dimOut]`.

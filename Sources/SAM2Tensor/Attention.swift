@@ -65,6 +65,22 @@ public enum Attention {
         }
     }
 
+    /// The same for one small window, on this thread, with the caller's `scores` buffer
+    /// (`queries·keys` floats): Hiera's windowed attention over 16-196 tokens, where the blocked
+    /// path's allocation, locking and thread hand-offs cost more than the arithmetic. Same products
+    /// and softmax per row, so the same numbers. Counts no FLOPs (the caller does).
+    public static func window(q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int,
+                              v: UnsafePointer<Float>, ldv: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
+                              queries nq: Int, keys nk: Int, heads: Int, headDim d: Int,
+                              scores: UnsafeMutablePointer<Float>) {
+        let s = 1 / Float(d).squareRoot()
+        for h in 0..<heads {
+            GEMM.blas(false, true, nq, nk, d, s, q + h * d, ldq, k + h * d, ldk, 0, scores, nk)
+            sam2_softmax_rows(scores, nq, nk)
+            GEMM.blas(false, false, nq, d, nk, 1, scores, nk, v + h * d, ldv, 0, out + h * d, ldo)
+        }
+    }
+
     /// Keys per block of the online-softmax path.
     public static var keyBlock = 512
     /// Queries per block of the online-softmax path. One block's scores (256 x 512 floats, 512 KB)

@@ -13,28 +13,51 @@ public enum FeedForward {
         let rows = x.count / dim
         GEMM.countFlops(4 * Double(rows) * Double(dim) * Double(hidden))
         Tensor.withPointers([normWeight, normBias, w1, b1, w2, b2]) { p in
-            let (nw, nb, w1p, b1p, w2p, b2p) = (p[0], p[1], p[2], p[3], p[4], p[5])
+            let weights = Weights(normWeight: p[0], normBias: p[1], eps: eps, w1: p[2], b1: p[3], w2: p[4], b2: p[5],
+                                  dim: dim, hidden: hidden, activation: activation)
             x.data.withUnsafeMutableBufferPointer { px in
                 let xp = px.baseAddress!
                 GEMM.forEachRowSlab(rows, work: Double(rows) * Double(dim) * Double(hidden)) { r0, n in
-                    let t = UnsafeMutablePointer<Float>.allocate(capacity: n * (dim + hidden))
-                    defer { t.deallocate() }
-                    let h = t + n * dim, xs = xp + r0 * dim
-                    t.update(from: xs, count: n * dim)
-                    sam2_layernorm_rows(t, n, dim, nw, nb, eps)
-                    GEMM.linearRows(t, rows: n, inDim: dim, outDim: hidden, weight: w1p, bias: b1p, accumulate: false, into: h)
-                    switch activation {
-                    case .gelu: sam2_gelu(h, n * hidden)
-                    case .relu: for i in 0..<(n * hidden) where h[i] < 0 { h[i] = 0 }
-                    }
-                    // The residual is the second product's starting value: x + b2, then += h W2ᵀ.
-                    for r in 0..<n {
-                        for c in 0..<dim { xs[r * dim + c] += b2p[c] }
-                    }
-                    GEMM.linearRows(h, rows: n, inDim: hidden, outDim: dim, weight: w2p, bias: nil, accumulate: true, into: xs)
+                    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: n * (dim + hidden))
+                    defer { scratch.deallocate() }
+                    residualRows(xp + r0 * dim, rows: n, weights, scratch: scratch)
                 }
             }
         }
+    }
+
+    /// A feed-forward sublayer's parameters as raw pointers, for `residualRows`.
+    public struct Weights {
+        public let normWeight, normBias: UnsafePointer<Float>, eps: Float
+        public let w1, b1, w2, b2: UnsafePointer<Float>
+        public let dim, hidden: Int, activation: Activation
+        public init(normWeight: UnsafePointer<Float>, normBias: UnsafePointer<Float>, eps: Float, w1: UnsafePointer<Float>,
+                    b1: UnsafePointer<Float>, w2: UnsafePointer<Float>, b2: UnsafePointer<Float>, dim: Int, hidden: Int,
+                    activation: Activation) {
+            self.normWeight = normWeight; self.normBias = normBias; self.eps = eps
+            self.w1 = w1; self.b1 = b1; self.w2 = w2; self.b2 = b2
+            self.dim = dim; self.hidden = hidden; self.activation = activation
+        }
+    }
+
+    /// `residual` on `rows` contiguous rows, on this thread, for kernels that fuse it into their
+    /// own slabs; `scratch` holds `rows·(dim + hidden)` floats. Counts no FLOPs (the caller does).
+    public static func residualRows(_ xs: UnsafeMutablePointer<Float>, rows n: Int, _ p: Weights,
+                                    scratch t: UnsafeMutablePointer<Float>) {
+        let dim = p.dim, hidden = p.hidden
+        let h = t + n * dim
+        t.update(from: xs, count: n * dim)
+        sam2_layernorm_rows(t, n, dim, p.normWeight, p.normBias, p.eps)
+        GEMM.linearRows(t, rows: n, inDim: dim, outDim: hidden, weight: p.w1, bias: p.b1, accumulate: false, into: h)
+        switch p.activation {
+        case .gelu: sam2_gelu(h, n * hidden)
+        case .relu: for i in 0..<(n * hidden) where h[i] < 0 { h[i] = 0 }
+        }
+        // The residual is the second product's starting value: x + b2, then += h W2ᵀ.
+        for r in 0..<n {
+            for c in 0..<dim { xs[r * dim + c] += p.b2[c] }
+        }
+        GEMM.linearRows(h, rows: n, inDim: hidden, outDim: dim, weight: p.w2, bias: nil, accumulate: true, into: xs)
     }
 }
 

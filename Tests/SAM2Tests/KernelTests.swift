@@ -1,4 +1,5 @@
 import XCTest
+@testable import SAM2
 @testable import SAM2Tensor
 
 /// The fused and split kernels against their plain definitions, on seeded random inputs.
@@ -105,5 +106,32 @@ final class KernelTests: XCTestCase {
             expected += e.map { Float($0 / s) }
         }
         assertClose(fast, expected, tolerance: 1e-6, "softmax of 7-wide rows")
+    }
+
+    /// A Hiera block run group of windows by group (first stages at 1024) against the same block
+    /// op by op over the whole map: with q pooling, a shortcut projection and zero padding on
+    /// a map the windows do not divide, and without.
+    func testHieraWindowGroupsMatchWholeMap() throws {
+        for (dim, dimOut, heads, window, pools, h, w) in [(16, 32, 2, 6, true, 14, 10), (16, 16, 2, 4, false, 10, 13)] {
+            var tensors = [String: Tensor]()
+            let prefix = "b"
+            for (name, shape) in [("norm1", [dim]), ("norm2", [dimOut])] {
+                tensors["\(prefix).\(name).weight"] = random(shape)
+                tensors["\(prefix).\(name).bias"] = random(shape)
+            }
+            var linears = [("attn.qkv", dim, 3 * dimOut), ("attn.proj", dimOut, dimOut),
+                           ("mlp.layers.0", dimOut, 4 * dimOut), ("mlp.layers.1", 4 * dimOut, dimOut)]
+            if dim != dimOut { linears.append(("proj", dim, dimOut)) }
+            for (name, inDim, outDim) in linears {
+                tensors["\(prefix).\(name).weight"] = random([outDim, inDim])
+                tensors["\(prefix).\(name).bias"] = random([outDim])
+            }
+            let block = try HieraBlock(WeightStore(tensors), prefix, dim: dim, dimOut: dimOut, heads: heads,
+                                       windowSize: window, poolsQueries: pools)
+            let x = random([h, w, dim])
+            let grouped = block.windowed(x), whole = block.wholeMap(x)
+            XCTAssertEqual(grouped.shape, whole.shape)
+            assertClose(grouped.data, whole.data, tolerance: 1e-5, "window \(window), pooled \(pools), \(h)x\(w)")
+        }
     }
 }
