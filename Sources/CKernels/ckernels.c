@@ -247,7 +247,7 @@ void sam2_online_softmax_block(float *s, size_t rows, size_t n, size_t lds,
 // ---------------------------------------------------------------------------------------------
 // Layer norms. Sums in double (four independent accumulators, so the loops pipeline).
 
-void sam2_layernorm_rows(float *x, size_t rows, size_t n, const float *w, const float *b, float eps) {
+static void layernorm_rows_generic(float *x, size_t rows, size_t n, const float *w, const float *b, float eps) {
     for (size_t r = 0; r < rows; r++) {
         float *p = x + r * n;
         double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -267,7 +267,7 @@ void sam2_layernorm_rows(float *x, size_t rows, size_t n, const float *w, const 
     }
 }
 
-void sam2_layernorm_channels(float *x, size_t c, size_t hw, size_t stride, const float *w, const float *b, float eps) {
+static void layernorm_channels_generic(float *x, size_t c, size_t hw, size_t stride, const float *w, const float *b, float eps) {
     // Blocks of pixels so the per-pixel statistics stay in cache while channels stream by.
     enum { B = 256 };
     double mean[B], var[B];
@@ -294,6 +294,92 @@ void sam2_layernorm_channels(float *x, size_t c, size_t hw, size_t stride, const
             for (size_t i = 0; i < np; i++) row[i] = (row[i] - m[i]) * rstd[i] * wc + bc;
         }
     }
+}
+
+
+// The same with AVX2, to the bit: each double lane is one of the four accumulators above, and
+// nothing is fused into an FMA, so every value sees the same operations in the same order.
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+AVX2 static void layernorm_rows_avx2(float *x, size_t rows, size_t n, const float *w, const float *b, float eps) {
+#ifdef __clang__
+#pragma clang fp contract(off)
+#endif
+    for (size_t r = 0; r < rows; r++) {
+        float *p = x + r * n;
+        __m256d acc = _mm256_setzero_pd();
+        size_t j = 0;
+        for (; j + 4 <= n; j += 4) acc = _mm256_add_pd(acc, _mm256_cvtps_pd(_mm_loadu_ps(p + j)));
+        double s[4];
+        _mm256_storeu_pd(s, acc);
+        for (; j < n; j++) s[0] += p[j];
+        double mean = (s[0] + s[1] + s[2] + s[3]) / (double)n;
+        const __m256d vm = _mm256_set1_pd(mean);
+        acc = _mm256_setzero_pd();
+        for (j = 0; j + 4 <= n; j += 4) {
+            __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(p + j)), vm);
+            acc = _mm256_add_pd(acc, _mm256_mul_pd(d, d));
+        }
+        _mm256_storeu_pd(s, acc);
+        for (; j < n; j++) { double d = p[j] - mean; s[0] += d * d; }
+        float rstd = (float)(1.0 / sqrt((s[0] + s[1] + s[2] + s[3]) / (double)n + (double)eps));
+        float m = (float)mean;
+        const __m256 m8 = _mm256_set1_ps(m), r8 = _mm256_set1_ps(rstd);
+        for (j = 0; j + 8 <= n; j += 8) {
+            __m256 t = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(p + j), m8), r8);
+            _mm256_storeu_ps(p + j, _mm256_add_ps(_mm256_mul_ps(t, _mm256_loadu_ps(w + j)), _mm256_loadu_ps(b + j)));
+        }
+        for (; j < n; j++) p[j] = (p[j] - m) * rstd * w[j] + b[j];
+    }
+}
+
+AVX2 static void layernorm_channels_avx2(float *x, size_t c, size_t hw, size_t stride, const float *w, const float *b, float eps) {
+#ifdef __clang__
+#pragma clang fp contract(off)
+#endif
+    enum { B = 256 };
+    double mean[B], var[B];
+    float m[B], rstd[B];
+    for (size_t p0 = 0; p0 < hw; p0 += B) {
+        size_t np = hw - p0 < B ? hw - p0 : B, i;
+        for (i = 0; i < np; i++) { mean[i] = 0; var[i] = 0; }
+        for (size_t ch = 0; ch < c; ch++) {
+            const float *row = x + ch * stride + p0;
+            for (i = 0; i + 4 <= np; i += 4)
+                _mm256_storeu_pd(mean + i, _mm256_add_pd(_mm256_loadu_pd(mean + i), _mm256_cvtps_pd(_mm_loadu_ps(row + i))));
+            for (; i < np; i++) mean[i] += row[i];
+        }
+        for (i = 0; i < np; i++) mean[i] /= (double)c;
+        for (size_t ch = 0; ch < c; ch++) {
+            const float *row = x + ch * stride + p0;
+            for (i = 0; i + 4 <= np; i += 4) {
+                __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(row + i)), _mm256_loadu_pd(mean + i));
+                _mm256_storeu_pd(var + i, _mm256_add_pd(_mm256_loadu_pd(var + i), _mm256_mul_pd(d, d)));
+            }
+            for (; i < np; i++) { double d = row[i] - mean[i]; var[i] += d * d; }
+        }
+        for (i = 0; i < np; i++) {
+            m[i] = (float)mean[i];
+            rstd[i] = (float)(1.0 / sqrt(var[i] / (double)c + (double)eps));
+        }
+        for (size_t ch = 0; ch < c; ch++) {
+            float *row = x + ch * stride + p0;
+            const __m256 wc = _mm256_set1_ps(w[ch]), bc = _mm256_set1_ps(b[ch]);
+            for (i = 0; i + 8 <= np; i += 8) {
+                __m256 t = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(row + i), _mm256_loadu_ps(m + i)), _mm256_loadu_ps(rstd + i));
+                _mm256_storeu_ps(row + i, _mm256_add_ps(_mm256_mul_ps(t, wc), bc));
+            }
+            for (; i < np; i++) row[i] = (row[i] - m[i]) * rstd[i] * w[ch] + b[ch];
+        }
+    }
+}
+#endif
+
+void sam2_layernorm_rows(float *x, size_t rows, size_t n, const float *w, const float *b, float eps) {
+    DISPATCH(layernorm_rows_avx2(x, rows, n, w, b, eps), layernorm_rows_generic(x, rows, n, w, b, eps));
+}
+
+void sam2_layernorm_channels(float *x, size_t c, size_t hw, size_t stride, const float *w, const float *b, float eps) {
+    DISPATCH(layernorm_channels_avx2(x, c, hw, stride, w, b, eps), layernorm_channels_generic(x, c, hw, stride, w, b, eps));
 }
 
 // Plain loops the compiler vectorises; compiled twice, for AVX2 and for any x86-64/other CPU.
@@ -344,4 +430,11 @@ void sam2_keep_freed_memory(void) {
     mallopt(M_MMAP_MAX, 0);               // large blocks come from the heap too...
     mallopt(M_TRIM_THRESHOLD, 0x7fffffff); // ...and stay there when freed
 #endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// Work sharing: the next index of a loop shared by several threads.
+
+size_t sam2_next_index(size_t *counter) {
+    return __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
 }

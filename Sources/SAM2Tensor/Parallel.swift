@@ -1,3 +1,4 @@
+import CKernels
 import Dispatch
 import Foundation
 
@@ -10,10 +11,7 @@ public func parallelFor(_ count: Int, minimumPerThread: Int = 1, _ body: (Int) -
         for i in 0..<count { body(i) }
         return
     }
-    DispatchQueue.concurrentPerform(iterations: threads) { t in
-        var i = t
-        while i < count { body(i); i += threads }
-    }
+    Parallelism.share(count, threads: threads, body)
 }
 
 /// Split `0..<count` into one contiguous chunk per thread.
@@ -46,10 +44,24 @@ public enum Parallelism {
         }
         let n = min(threads, count)
         inParallelRegion = true
-        DispatchQueue.concurrentPerform(iterations: n) { t in
-            var i = t
-            while i < count { body(i); i += n }
-        }
+        share(count, threads: n, body)
         inParallelRegion = false
+    }
+
+    /// `body(i)` for every i in 0..<count on `threads` threads, each taking the next index when it
+    /// is free: when a neighbour slows one core (this is a shared machine), the other takes more
+    /// slabs instead of waiting at the end. Each index's work is the same whichever thread runs
+    /// it, so results do not depend on the schedule.
+    static func share(_ count: Int, threads: Int, _ body: (Int) -> Void) {
+        let counter = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+        counter.initialize(to: 0)
+        defer { counter.deallocate() }
+        DispatchQueue.concurrentPerform(iterations: threads) { _ in
+            while true {
+                let i = sam2_next_index(counter)
+                if i >= count { break }
+                body(i)
+            }
+        }
     }
 }

@@ -108,6 +108,26 @@ final class KernelTests: XCTestCase {
         assertClose(fast, expected, tolerance: 1e-6, "softmax of 7-wide rows")
     }
 
+    /// Layer norm over rows (vectorised, statistics in double) and over the channels of a
+    /// `[C, H, W]` map, against the definition, with row and pixel counts that leave tails.
+    func testLayerNormsMatchDefinition() {
+        for n in [256, 37] {
+            let x = random([5, n]), w = random([n]), b = random([n])
+            var expected = [Float]()
+            for r in 0..<5 {
+                let row = x.data[(r * n)..<((r + 1) * n)].map(Double.init)
+                let mean = row.reduce(0, +) / Double(n)
+                let rstd = 1 / (row.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(n) + 1e-6).squareRoot()
+                expected += (0..<n).map { Float((row[$0] - mean) * rstd * Double(w.data[$0]) + Double(b.data[$0])) }
+            }
+            assertClose(x.layerNorm(weight: w, bias: b, eps: 1e-6).data, expected, tolerance: 2e-6, "rows of \(n)")
+            // The same numbers laid out channel-major: LayerNorm2d over a [n, 5, 1] map.
+            let chw = x.transposed().reshaped([n, 5, 1])
+            let byChannels = chw.layerNorm2d(weight: w, bias: b, eps: 1e-6).reshaped([n, 5]).transposed()
+            assertClose(byChannels.data, expected, tolerance: 2e-6, "channels, \(n)")
+        }
+    }
+
     /// A Hiera block run group of windows by group (first stages at 1024) against the same block
     /// op by op over the whole map: with q pooling, a shortcut projection and zero padding on
     /// a map the windows do not divide, and without.

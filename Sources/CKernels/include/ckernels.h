@@ -50,4 +50,6 @@ void sam2_interleave2x2(const float *products, size_t cout, size_t rows, size_t 
                         const float *skip, size_t skip_stride, float *out, size_t out_stride);
 /// `out = a + b`, `n` values (`out` may be `a` or `b`).
 void sam2_add(float *out, const float *a, const float *b, size_t n);
+/// Claim the next index of a loop shared by several threads (a relaxed atomic increment).
+size_t sam2_next_index(size_t *counter);
 #endif
