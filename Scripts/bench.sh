@@ -39,6 +39,16 @@ for r in $(seq 1 "$rounds"); do
   "$py" "$shared/reference/bench_reference.py" --config configs/sam2.1/sam2.1_hiera_t.yaml \
       --checkpoint "$ckpt" --video "$video" --frames "$frames" 2>/dev/null | tee "$out/ref$r.txt"
 done
+# The official implementation's arithmetic for a steady-state frame of sam2.1_hiera_t at 1024 (one
+# object): 913 GFLOP (memory attention 605, image encoder 291, the rest 17). Only for that model.
+if [ -z "${SAM2_BENCH_CONFIG:-}" ]; then
+  echo "== throughput against the official 913 GFLOP per frame =="
+  for r in $(seq 1 "$rounds"); do
+    a=$(awk -F= '/^RESULT median_s_per_frame=/{print $2}' "$out/ours$r.txt")
+    g=$(awk '/^machine:/{for (i = 1; i <= NF; i++) if ($i == "sgemm") print $(i + 1)}' "$out/ours$r.txt")
+    awk -v r="$r" -v a="$a" -v g="$g" 'BEGIN { printf "round %d: 913 GFLOP / %.3f s = %.1f GFLOP/s = %.0f%% of the sgemm rate (%.1f GFLOP/s)\n", r, a, 913 / a, 100 * 913 / a / g, g }'
+  done
+fi
 [ -n "$py" ] || exit 0
 echo "== ratio (median s per tracked frame, same run) =="
 for r in $(seq 1 "$rounds"); do
