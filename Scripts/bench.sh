@@ -31,6 +31,7 @@ done
 # Shared machines drift by 10-20% over minutes, so the two implementations alternate, round by
 # round, and the ratio is taken per round.
 out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
 for r in $(seq 1 "$rounds"); do
   echo "== round $r: sam2 (this repository, release) =="
   .build/release/sam2 bench --video "$video" --frames "$frames" --config "$config" --checkpoint "$ckpt" | tee "$out/ours$r.txt"
@@ -57,4 +58,3 @@ for r in $(seq 1 "$rounds"); do
   awk -v r="$r" -v a="$a" -v b="$b" 'BEGIN { printf "round %d: sam2 %.3f s/frame vs official %.3f s/frame: %.2fx the official time\n", r, a, b, a / b }'
 done | tee "$out/ratios.txt"
 awk '{ print $(NF-3) }' "$out/ratios.txt" | sed 's/x$//' | sort -n | awk '{ v[NR] = $1 } END { printf "median ratio over %d rounds: %.2fx\n", NR, (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
-rm -rf "$out"

@@ -105,17 +105,13 @@ struct HieraBlock {
                     let projected = take(outRows * dimOut), y = take(outRows * dimOut), mlpScratch = take(outRows * (dimOut + hidden))
                     let rows = count * n
 
-                    // Gather and normalise; rows outside the map are the zero padding.
+                    // Gather and normalise; rows outside the map are the zero padding (added after the norm).
                     for t in 0..<rows {
                         let (sy, sx) = position(window: first + t / n, token: t % n, side: ws, windowsPerRow: nw)
                         let row = xn + t * dim
-                        if sy < h && sx < w { row.update(from: xp + (sy * w + sx) * dim, count: dim) }
-                        else { row.update(repeating: 0, count: dim) }
-                    }
-                    sam2_layernorm_rows(xn, rows, dim, n1w, n1b, norm1.eps)
-                    for t in 0..<rows {
-                        let (sy, sx) = position(window: first + t / n, token: t % n, side: ws, windowsPerRow: nw)
-                        if sy >= h || sx >= w { (xn + t * dim).update(repeating: 0, count: dim) }
+                        guard sy < h && sx < w else { row.update(repeating: 0, count: dim); continue }
+                        row.update(from: xp + (sy * w + sx) * dim, count: dim)
+                        sam2_layernorm_rows(row, 1, dim, n1w, n1b, norm1.eps)
                     }
 
                     GEMM.linearRows(xn, rows: rows, inDim: dim, outDim: qkvWidth, weight: qkvW, bias: qkvB, accumulate: false, into: packed)
@@ -124,7 +120,7 @@ struct HieraBlock {
                         var q = UnsafePointer(kv), ldq = qkvWidth
                         if poolsQueries {
                             let pq = pooled + win * nq * dimOut
-                            maxPool2x2(kv, ld: qkvWidth, side: ws, channels: dimOut, into: pq)
+                            maxPool2x2(kv, ld: qkvWidth, height: ws, width: ws, channels: dimOut, into: pq)
                             q = UnsafePointer(pq); ldq = dimOut
                         }
                         Attention.window(q: q, ldq: ldq, k: kv + dimOut, ldk: qkvWidth, v: kv + 2 * dimOut, ldv: qkvWidth,
@@ -138,7 +134,8 @@ struct HieraBlock {
                         GEMM.linearRows(xn, rows: rows, inDim: dim, outDim: dimOut, weight: weight, bias: bias, accumulate: false, into: shortcut)
                         if poolsQueries {
                             for win in 0..<count {
-                                maxPool2x2(shortcut + win * n * dimOut, ld: dimOut, side: ws, channels: dimOut, into: pooled + win * nq * dimOut)
+                                maxPool2x2(shortcut + win * n * dimOut, ld: dimOut, height: ws, width: ws, channels: dimOut,
+                                           into: pooled + win * nq * dimOut)
                             }
                             shortcutRows = UnsafePointer(pooled)
                         }
@@ -168,12 +165,14 @@ struct HieraBlock {
         ((window / windowsPerRow) * side + token / side, (window % windowsPerRow) * side + token % side)
     }
 
-    /// Max-pool 2x2 the first `channels` columns of a window's `side`² rows (stride `ld`).
-    private func maxPool2x2(_ rows: UnsafePointer<Float>, ld: Int, side: Int, channels: Int, into out: UnsafeMutablePointer<Float>) {
-        let half = side / 2
-        for t in 0..<(half * half) {
-            let i00 = rows + ((t / half) * 2 * side + (t % half) * 2) * ld
-            let (i01, i10) = (i00 + ld, i00 + side * ld)
+    /// Max-pool 2x2 (floor, like `nn.MaxPool2d(2)`) the first `channels` columns of a window's
+    /// `height x width` rows (stride `ld`) into `[height/2 · width/2, channels]`.
+    private func maxPool2x2(_ rows: UnsafePointer<Float>, ld: Int, height: Int, width: Int, channels: Int,
+                            into out: UnsafeMutablePointer<Float>) {
+        let wo = width / 2
+        for t in 0..<((height / 2) * wo) {
+            let i00 = rows + ((t / wo) * 2 * width + (t % wo) * 2) * ld
+            let (i01, i10) = (i00 + ld, i00 + width * ld)
             let i11 = i10 + ld, o = out + t * channels
             for c in 0..<channels { o[c] = Swift.max(Swift.max(i00[c], i01[c]), Swift.max(i10[c], i11[c])) }
         }
@@ -199,13 +198,17 @@ struct HieraBlock {
         let so = poolsQueries ? s / 2 : s, swo = poolsQueries ? sw / 2 : sw
         let nq = so * swo
         var q: Tensor? = nil
-        if poolsQueries {
-            // Gather q of every window and pool it.
-            var qd = [Float](repeating: 0, count: b * n * dimOut)
-            for r in 0..<(b * n) {
-                for c in 0..<dimOut { qd[r * dimOut + c] = packed.data[r * 3 * dimOut + c] }
+        if poolsQueries {  // each window's q, max-pooled inside the window
+            var pooled = [Float](unsafeUninitializedCapacity: b * nq * dimOut) { _, c in c = b * nq * dimOut }
+            packed.data.withUnsafeBufferPointer { pk in
+                pooled.withUnsafeMutableBufferPointer { pq in
+                    for win in 0..<b {
+                        maxPool2x2(pk.baseAddress! + win * n * 3 * dimOut, ld: 3 * dimOut, height: s, width: sw, channels: dimOut,
+                                   into: pq.baseAddress! + win * nq * dimOut)
+                    }
+                }
             }
-            q = Tensor(shape: [b, s, sw, dimOut], data: qd).maxPool2x2ChannelsLast()
+            q = Tensor(shape: [b * nq, dimOut], data: pooled)
         }
         var out = [Float](repeating: 0, count: b * nq * dimOut)
         let hd = dimOut / heads

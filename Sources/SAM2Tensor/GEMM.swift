@@ -32,7 +32,6 @@ public enum GEMM {
                              a: UnsafePointer<Float>, lda: Int,
                              b: UnsafePointer<Float>, ldb: Int,
                              beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int, serial: Bool = false) {
-        _ = singleThreadedBLAS
         countFlops(2 * Double(m) * Double(n) * Double(k))
         if serial {
             blas(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
@@ -63,6 +62,7 @@ public enum GEMM {
     static func blas(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
                              _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
                              _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+        _ = singleThreadedBLAS
         // For beta = 0 OpenBLAS first clears C with a scalar loop, about a store per cycle: 10% of
         // an attention score product (k = 96). Clearing it with memset and accumulating (beta = 1)
         // is the same arithmetic to the bit, since its kernels always add the product to C.
