@@ -8,7 +8,7 @@
 
 // ---------------------------------------------------------------------------------------------
 // Scalar reference versions (any CPU). exp to about 1 ulp: Cephes' polynomial on [-ln2/2, ln2/2]
-// and a 2^n scale built from bits; erf as PyTorch's vectorised CPU code (A&S 7.1.26).
+// and a 2^n scale built from bits; erf as a rational approximation (below).
 
 static inline float exp_poly(float v) {
     float x = v < -87.3f ? -87.3f : (v > 88.3f ? 88.3f : v);
@@ -31,15 +31,29 @@ static inline float exp_poly(float v) {
     return y * scale;
 }
 
-static inline float erf_as(float v) {
-    float a = v < 0 ? -v : v;
-    float t = 1.0f / (a * 0.3275911f + 1.0f);
-    float r = t * 1.061405429f - 1.453152027f;
-    r = r * t + 1.421413741f;
-    r = r * t - 0.284496736f;
-    r = r * t + 0.254829592f;
-    float e = 1.0f - r * t * exp_poly(-(v * v));
-    return v < 0 ? -e : e;
+// erf(u) = u·P(u²)/Q(u²) on |u| ≤ 3.92 (beyond it erf rounds to ±1 in float): a (5, 5) rational
+// fitted to erf (relative error 2e-8 in exact arithmetic, 3.5e-7 absolute in float). One division
+// and ten FMAs instead of A&S 7.1.26's division, exponential and polynomial: GELU at about half
+// the cost, within a few float ulps of the exact value (as A&S is).
+#define ERF_LIMIT 3.92f
+#define ERF_P5 2.053603339e-06f
+#define ERF_P4 2.848193981e-04f
+#define ERF_P3 3.756655613e-03f
+#define ERF_P2 5.272127688e-02f
+#define ERF_P1 1.901789904e-01f
+#define ERF_P0 1.128379107e+00f
+#define ERF_Q5 3.812493014e-05f
+#define ERF_Q4 1.160625834e-03f
+#define ERF_Q3 1.495106518e-02f
+#define ERF_Q2 1.140175015e-01f
+#define ERF_Q1 5.018745065e-01f
+
+static inline float erf_rational(float u) {
+    u = u < -ERF_LIMIT ? -ERF_LIMIT : (u > ERF_LIMIT ? ERF_LIMIT : u);
+    float t = u * u;
+    float p = ((((ERF_P5 * t + ERF_P4) * t + ERF_P3) * t + ERF_P2) * t + ERF_P1) * t + ERF_P0;
+    float q = ((((ERF_Q5 * t + ERF_Q4) * t + ERF_Q3) * t + ERF_Q2) * t + ERF_Q1) * t + 1.0f;
+    return u * (p / q);
 }
 
 static void softmax_rows_generic(float *x, size_t rows, size_t n) {
@@ -78,7 +92,7 @@ static void online_generic(float *s, size_t rows, size_t n, size_t lds,
 static void gelu_generic(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
-        x[i] = v * 0.5f * (1.0f + erf_as(v * 0.70710678118654752440f));
+        x[i] = (v * 0.5f) * (1.0f + erf_rational(v * 0.70710678118654752440f));
     }
 }
 
@@ -149,7 +163,31 @@ AVX2 static void row_scale(float *p, size_t n, float k) {
     for (; j < n; j++) p[j] *= k;
 }
 
+/// Rows of 8..15 (a head's scores over the mask decoder's 8-15 prompt tokens): each row's max
+/// subtracted in scalar, the whole block exponentiated 8 lanes at a time, then each row summed in
+/// `row_exp_sum`'s order (`hsum8` of the first eight, then the rest in turn) and scaled: the same
+/// bits as the row-at-a-time path (`exp_poly` inlined here contracts to `exp8`'s FMAs), without
+/// its per-row horizontal reductions and scalar exponential.
+AVX2 static void softmax_short_rows_avx2(float *x, size_t rows, size_t n) {
+    for (size_t r = 0; r < rows; r++) {
+        float *p = x + r * n, m = p[0];
+        for (size_t j = 1; j < n; j++) m = p[j] > m ? p[j] : m;
+        for (size_t j = 0; j < n; j++) p[j] -= m;
+    }
+    size_t total = rows * n, i = 0;
+    for (; i + 8 <= total; i += 8) _mm256_storeu_ps(x + i, exp8(_mm256_loadu_ps(x + i)));
+    for (; i < total; i++) x[i] = exp_poly(x[i]);
+    for (size_t r = 0; r < rows; r++) {
+        float *p = x + r * n;
+        float s = ((p[0] + p[4]) + (p[2] + p[6])) + ((p[1] + p[5]) + (p[3] + p[7]));
+        for (size_t j = 8; j < n; j++) s += p[j];
+        float inv = 1.0f / s;
+        for (size_t j = 0; j < n; j++) p[j] *= inv;
+    }
+}
+
 AVX2 static void softmax_rows_avx2(float *x, size_t rows, size_t n) {
+    if (n >= 8 && n < 16) { softmax_short_rows_avx2(x, rows, n); return; }
     if (n < 8) {
         // Short rows (a head's scores over a few prompt tokens): subtract each row's max, then
         // exponentiate the whole block 8 lanes at a time, then normalise row by row.
@@ -194,23 +232,28 @@ AVX2 static void online_avx2(float *s, size_t rows, size_t n, size_t lds,
     }
 }
 
+AVX2 static inline __m256 gelu8(__m256 v) {
+    const __m256 lim = _mm256_set1_ps(ERF_LIMIT);
+    __m256 u = _mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752440f));
+    u = _mm256_min_ps(_mm256_max_ps(u, _mm256_sub_ps(_mm256_setzero_ps(), lim)), lim);
+    __m256 t = _mm256_mul_ps(u, u);
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(ERF_P5), t, _mm256_set1_ps(ERF_P4));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(ERF_P3));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(ERF_P2));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(ERF_P1));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(ERF_P0));
+    __m256 q = _mm256_fmadd_ps(_mm256_set1_ps(ERF_Q5), t, _mm256_set1_ps(ERF_Q4));
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(ERF_Q3));
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(ERF_Q2));
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(ERF_Q1));
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(1.0f));
+    __m256 erfv = _mm256_mul_ps(u, _mm256_div_ps(p, q));
+    return _mm256_mul_ps(_mm256_mul_ps(v, _mm256_set1_ps(0.5f)), _mm256_add_ps(_mm256_set1_ps(1.0f), erfv));
+}
+
 AVX2 static void gelu_avx2(float *x, size_t n) {
-    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        __m256 u = _mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752440f));
-        __m256 sgn = _mm256_and_ps(sign, u);
-        __m256 a = _mm256_xor_ps(sgn, u);
-        __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, one));
-        __m256 r = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t, _mm256_set1_ps(-1.453152027f));
-        r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(1.421413741f));
-        r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-0.284496736f));
-        r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.254829592f));
-        __m256 e = exp8(_mm256_xor_ps(sign, _mm256_mul_ps(u, u)));
-        __m256 erfv = _mm256_xor_ps(sgn, _mm256_fnmadd_ps(_mm256_mul_ps(r, t), e, one));
-        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(v, _mm256_set1_ps(0.5f)), _mm256_add_ps(one, erfv)));
-    }
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, gelu8(_mm256_loadu_ps(x + i)));
     gelu_generic(x + i, n - i);
 }
 
@@ -247,9 +290,11 @@ void sam2_online_softmax_block(float *s, size_t rows, size_t n, size_t lds,
 // ---------------------------------------------------------------------------------------------
 // Layer norms. Sums in double (four independent accumulators, so the loops pipeline).
 
-static void layernorm_rows_generic(float *x, size_t rows, size_t n, const float *w, const float *b, float eps) {
+static void layernorm_rows_generic(float *x, const float *residual, size_t rows, size_t n, const float *w, const float *b,
+                                   float eps, const float *pe, float *with_pe) {
     for (size_t r = 0; r < rows; r++) {
         float *p = x + r * n;
+        if (residual) for (size_t j = 0; j < n; j++) p[j] = residual[r * n + j] + p[j];
         double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
         size_t j = 0;
         for (; j + 4 <= n; j += 4) { s0 += p[j]; s1 += p[j + 1]; s2 += p[j + 2]; s3 += p[j + 3]; }
@@ -264,10 +309,12 @@ static void layernorm_rows_generic(float *x, size_t rows, size_t n, const float 
         float rstd = (float)(1.0 / sqrt((v0 + v1 + v2 + v3) / (double)n + (double)eps));
         float m = (float)mean;
         for (j = 0; j < n; j++) p[j] = (p[j] - m) * rstd * w[j] + b[j];
+        if (pe) for (j = 0; j < n; j++) with_pe[r * n + j] = p[j] + pe[r * n + j];
     }
 }
 
-static void layernorm_channels_generic(float *x, size_t c, size_t hw, size_t stride, const float *w, const float *b, float eps) {
+static void layernorm_channels_generic(float *x, size_t c, size_t hw, size_t stride, const float *w, const float *b, float eps,
+                                       int gelu) {
     // Blocks of pixels so the per-pixel statistics stay in cache while channels stream by.
     enum { B = 256 };
     double mean[B], var[B];
@@ -292,6 +339,7 @@ static void layernorm_channels_generic(float *x, size_t c, size_t hw, size_t str
             float *row = x + ch * stride + p0;
             float wc = w[ch], bc = b[ch];
             for (size_t i = 0; i < np; i++) row[i] = (row[i] - m[i]) * rstd[i] * wc + bc;
+            if (gelu) gelu_generic(row, np);
         }
     }
 }
@@ -300,39 +348,77 @@ static void layernorm_channels_generic(float *x, size_t c, size_t hw, size_t str
 // The same with AVX2, to the bit: each double lane is one of the four accumulators above, and
 // nothing is fused into an FMA, so every value sees the same operations in the same order.
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-AVX2 static void layernorm_rows_avx2(float *x, size_t rows, size_t n, const float *w, const float *b, float eps) {
+/// `R` rows at once: each row's sums are one dependent chain of adds (four lanes = the scalar
+/// code's four accumulators), so interleaving rows is what lets them pipeline.
+AVX2 static inline void layernorm_rows_block_avx2(float *x, const float *residual, size_t R, size_t n, const float *w,
+                                                  const float *b, float eps, const float *pe, float *with_pe) {
 #ifdef __clang__
 #pragma clang fp contract(off)
 #endif
-    for (size_t r = 0; r < rows; r++) {
-        float *p = x + r * n;
-        __m256d acc = _mm256_setzero_pd();
-        size_t j = 0;
-        for (; j + 4 <= n; j += 4) acc = _mm256_add_pd(acc, _mm256_cvtps_pd(_mm_loadu_ps(p + j)));
-        double s[4];
-        _mm256_storeu_pd(s, acc);
-        for (; j < n; j++) s[0] += p[j];
-        double mean = (s[0] + s[1] + s[2] + s[3]) / (double)n;
-        const __m256d vm = _mm256_set1_pd(mean);
-        acc = _mm256_setzero_pd();
-        for (j = 0; j + 4 <= n; j += 4) {
-            __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(p + j)), vm);
-            acc = _mm256_add_pd(acc, _mm256_mul_pd(d, d));
+    __m256d acc[4];
+    double mean[4];
+    float m[4], rstd[4];
+    size_t j, r;
+    if (residual) {
+        for (r = 0; r < R; r++) {
+            float *p = x + r * n;
+            const float *q = residual + r * n;
+            for (j = 0; j + 8 <= n; j += 8) _mm256_storeu_ps(p + j, _mm256_add_ps(_mm256_loadu_ps(q + j), _mm256_loadu_ps(p + j)));
+            for (; j < n; j++) p[j] = q[j] + p[j];
         }
-        _mm256_storeu_pd(s, acc);
-        for (; j < n; j++) { double d = p[j] - mean; s[0] += d * d; }
-        float rstd = (float)(1.0 / sqrt((s[0] + s[1] + s[2] + s[3]) / (double)n + (double)eps));
-        float m = (float)mean;
-        const __m256 m8 = _mm256_set1_ps(m), r8 = _mm256_set1_ps(rstd);
+    }
+    for (r = 0; r < R; r++) acc[r] = _mm256_setzero_pd();
+    for (j = 0; j + 4 <= n; j += 4)
+        for (r = 0; r < R; r++) acc[r] = _mm256_add_pd(acc[r], _mm256_cvtps_pd(_mm_loadu_ps(x + r * n + j)));
+    for (r = 0; r < R; r++) {
+        double s[4];
+        _mm256_storeu_pd(s, acc[r]);
+        for (size_t t = j; t < n; t++) s[0] += x[r * n + t];
+        mean[r] = (s[0] + s[1] + s[2] + s[3]) / (double)n;
+        acc[r] = _mm256_setzero_pd();
+    }
+    for (j = 0; j + 4 <= n; j += 4)
+        for (r = 0; r < R; r++) {
+            __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + r * n + j)), _mm256_set1_pd(mean[r]));
+            acc[r] = _mm256_add_pd(acc[r], _mm256_mul_pd(d, d));
+        }
+    for (r = 0; r < R; r++) {
+        double s[4];
+        _mm256_storeu_pd(s, acc[r]);
+        for (size_t t = j; t < n; t++) { double d = x[r * n + t] - mean[r]; s[0] += d * d; }
+        rstd[r] = (float)(1.0 / sqrt((s[0] + s[1] + s[2] + s[3]) / (double)n + (double)eps));
+        m[r] = (float)mean[r];
+    }
+    for (r = 0; r < R; r++) {
+        float *p = x + r * n;
+        const __m256 m8 = _mm256_set1_ps(m[r]), r8 = _mm256_set1_ps(rstd[r]);
         for (j = 0; j + 8 <= n; j += 8) {
             __m256 t = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(p + j), m8), r8);
             _mm256_storeu_ps(p + j, _mm256_add_ps(_mm256_mul_ps(t, _mm256_loadu_ps(w + j)), _mm256_loadu_ps(b + j)));
         }
-        for (; j < n; j++) p[j] = (p[j] - m) * rstd * w[j] + b[j];
+        for (; j < n; j++) p[j] = (p[j] - m[r]) * rstd[r] * w[j] + b[j];
+        if (pe) {
+            const float *e = pe + r * n;
+            float *o = with_pe + r * n;
+            for (j = 0; j + 8 <= n; j += 8) _mm256_storeu_ps(o + j, _mm256_add_ps(_mm256_loadu_ps(p + j), _mm256_loadu_ps(e + j)));
+            for (; j < n; j++) o[j] = p[j] + e[j];
+        }
     }
 }
 
-AVX2 static void layernorm_channels_avx2(float *x, size_t c, size_t hw, size_t stride, const float *w, const float *b, float eps) {
+AVX2 static void layernorm_rows_avx2(float *x, const float *residual, size_t rows, size_t n, const float *w, const float *b,
+                                    float eps, const float *pe, float *with_pe) {
+    size_t r = 0;
+    for (; r + 4 <= rows; r += 4)
+        layernorm_rows_block_avx2(x + r * n, residual ? residual + r * n : NULL, 4, n, w, b, eps,
+                                  pe ? pe + r * n : NULL, pe ? with_pe + r * n : NULL);
+    for (; r < rows; r++)
+        layernorm_rows_block_avx2(x + r * n, residual ? residual + r * n : NULL, 1, n, w, b, eps,
+                                  pe ? pe + r * n : NULL, pe ? with_pe + r * n : NULL);
+}
+
+AVX2 static void layernorm_channels_avx2(float *x, size_t c, size_t hw, size_t stride, const float *w, const float *b, float eps,
+                                        int gelu) {
 #ifdef __clang__
 #pragma clang fp contract(off)
 #endif
@@ -369,17 +455,25 @@ AVX2 static void layernorm_channels_avx2(float *x, size_t c, size_t hw, size_t s
                 _mm256_storeu_ps(row + i, _mm256_add_ps(_mm256_mul_ps(t, wc), bc));
             }
             for (; i < np; i++) row[i] = (row[i] - m[i]) * rstd[i] * w[ch] + b[ch];
+            if (gelu) gelu_avx2(row, np);  // while the row is in L1
         }
     }
 }
 #endif
 
 void sam2_layernorm_rows(float *x, size_t rows, size_t n, const float *w, const float *b, float eps) {
-    DISPATCH(layernorm_rows_avx2(x, rows, n, w, b, eps), layernorm_rows_generic(x, rows, n, w, b, eps));
+    DISPATCH(layernorm_rows_avx2(x, NULL, rows, n, w, b, eps, NULL, NULL),
+             layernorm_rows_generic(x, NULL, rows, n, w, b, eps, NULL, NULL));
 }
 
-void sam2_layernorm_channels(float *x, size_t c, size_t hw, size_t stride, const float *w, const float *b, float eps) {
-    DISPATCH(layernorm_channels_avx2(x, c, hw, stride, w, b, eps), layernorm_channels_generic(x, c, hw, stride, w, b, eps));
+void sam2_residual_layernorm_rows(float *x, const float *residual, size_t rows, size_t n, const float *w, const float *b,
+                                  float eps, const float *pe, float *with_pe) {
+    DISPATCH(layernorm_rows_avx2(x, residual, rows, n, w, b, eps, pe, with_pe),
+             layernorm_rows_generic(x, residual, rows, n, w, b, eps, pe, with_pe));
+}
+
+void sam2_layernorm_channels(float *x, size_t c, size_t hw, size_t stride, const float *w, const float *b, float eps, int gelu) {
+    DISPATCH(layernorm_channels_avx2(x, c, hw, stride, w, b, eps, gelu), layernorm_channels_generic(x, c, hw, stride, w, b, eps, gelu));
 }
 
 // Plain loops the compiler vectorises; compiled twice, for AVX2 and for any x86-64/other CPU.
@@ -401,28 +495,103 @@ void sam2_layernorm_channels(float *x, size_t c, size_t hw, size_t stride, const
                 } else {                                                                             \
                     for (size_t x = 0; x < w; x++) { o[2 * x] = even[x] + b; o[2 * x + 1] = odd[x] + b; } \
                 }                                                                                    \
+                if (gelu) GELU(o, wo);  /* while the row is in L1 */                                 \
             }                                                                                        \
         }                                                                                            \
     }
 #define ADD_BODY for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+#define ADD_THEN_ADD_BODY for (size_t i = 0; i < n; i++) { float s = a[i] + b[i]; sum[i] = s; sum_c[i] = s + c[i]; }
 
+#define GELU gelu_generic
 static void interleave_generic(const float *products, size_t cout, size_t rows, size_t w, const float *bias,
-                               const float *skip, size_t skip_stride, float *out, size_t out_stride) { INTERLEAVE_BODY }
+                               const float *skip, size_t skip_stride, float *out, size_t out_stride, int gelu) { INTERLEAVE_BODY }
+#undef GELU
 static void add_generic(float *out, const float *a, const float *b, size_t n) { ADD_BODY }
+static void add_then_add_generic(float *sum, float *sum_c, const float *a, const float *b, const float *c, size_t n) { ADD_THEN_ADD_BODY }
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#define GELU gelu_avx2
 AVX2 static void interleave_avx2(const float *products, size_t cout, size_t rows, size_t w, const float *bias,
-                                 const float *skip, size_t skip_stride, float *out, size_t out_stride) { INTERLEAVE_BODY }
+                                 const float *skip, size_t skip_stride, float *out, size_t out_stride, int gelu) { INTERLEAVE_BODY }
+#undef GELU
 AVX2 static void add_avx2(float *out, const float *a, const float *b, size_t n) { ADD_BODY }
+AVX2 static void add_then_add_avx2(float *sum, float *sum_c, const float *a, const float *b, const float *c, size_t n) { ADD_THEN_ADD_BODY }
 #endif
 
 void sam2_interleave2x2(const float *products, size_t cout, size_t rows, size_t w, const float *bias,
-                        const float *skip, size_t skip_stride, float *out, size_t out_stride) {
-    DISPATCH(interleave_avx2(products, cout, rows, w, bias, skip, skip_stride, out, out_stride),
-             interleave_generic(products, cout, rows, w, bias, skip, skip_stride, out, out_stride));
+                        const float *skip, size_t skip_stride, float *out, size_t out_stride, int gelu) {
+    DISPATCH(interleave_avx2(products, cout, rows, w, bias, skip, skip_stride, out, out_stride, gelu),
+             interleave_generic(products, cout, rows, w, bias, skip, skip_stride, out, out_stride, gelu));
 }
 
 void sam2_add(float *out, const float *a, const float *b, size_t n) {
     DISPATCH(add_avx2(out, a, b, n), add_generic(out, a, b, n));
+}
+
+void sam2_add_then_add(float *sum, float *sum_c, const float *a, const float *b, const float *c, size_t n) {
+    DISPATCH(add_then_add_avx2(sum, sum_c, a, b, c, n), add_then_add_generic(sum, sum_c, a, b, c, n));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A linear layer on a few rows (the mask decoder's prompt tokens): y = x Wᵀ + b with W [out, in]
+// as stored. Dot products along `in`, four outputs for two rows at a time: the weight streams
+// through once (its four rows stay in cache while the input rows pass), with no packing (a BLAS
+// call copies the whole weight into its panel layout first, which for 9 rows costs more than the
+// arithmetic).
+
+static void linear_few_rows_generic(const float *x, size_t rows, size_t in, const float *w, const float *bias,
+                                    size_t o0, size_t o1, size_t out, float *y) {
+    for (size_t r = 0; r < rows; r++)
+        for (size_t o = o0; o < o1; o++) {
+            const float *wr = w + o * in, *xr = x + r * in;
+            float acc = 0;
+            for (size_t k = 0; k < in; k++) acc += xr[k] * wr[k];
+            y[r * out + o] = (bias ? bias[o] : 0) + acc;
+        }
+}
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+/// Eight lane-sums of eight vectors, as one vector: [Σa0, Σa1, ..., Σa7].
+AVX2 static inline __m256 hsum8x8(const __m256 *a) {
+    __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+    __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+    __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+AVX2 static void linear_few_rows_avx2(const float *x, size_t rows, size_t in, const float *w, const float *bias,
+                                      size_t o0, size_t o1, size_t out, float *y) {
+    // Tiles of two rows x four outputs: eight accumulators, six loads per eight FMAs.
+    size_t o = o0;
+    for (; o + 4 <= o1; o += 4) {
+        const float *wr = w + o * in;
+        const __m128 b = bias ? _mm_loadu_ps(bias + o) : _mm_setzero_ps();
+        for (size_t r = 0; r < rows; r += 2) {
+            const int pair = r + 1 < rows;
+            __m256 a[8];
+            for (int j = 0; j < 8; j++) a[j] = _mm256_setzero_ps();
+            const float *x0 = x + r * in, *x1 = pair ? x0 + in : x0;
+            for (size_t k = 0; k < in; k += 8) {
+                __m256 v0 = _mm256_loadu_ps(x0 + k), v1 = _mm256_loadu_ps(x1 + k);
+                for (int j = 0; j < 4; j++) {
+                    __m256 wv = _mm256_loadu_ps(wr + j * in + k);
+                    a[j] = _mm256_fmadd_ps(v0, wv, a[j]);
+                    a[4 + j] = _mm256_fmadd_ps(v1, wv, a[4 + j]);
+                }
+            }
+            __m256 sums = hsum8x8(a);
+            _mm_storeu_ps(y + r * out + o, _mm_add_ps(b, _mm256_castps256_ps128(sums)));
+            if (pair) _mm_storeu_ps(y + (r + 1) * out + o, _mm_add_ps(b, _mm256_extractf128_ps(sums, 1)));
+        }
+    }
+    if (o < o1) linear_few_rows_generic(x, rows, in, w, bias, o, o1, out, y);
+}
+#endif
+
+void sam2_linear_few_rows(const float *x, size_t rows, size_t in, const float *w, const float *bias,
+                          size_t o0, size_t o1, size_t out, float *y) {
+    if (in % 8) { linear_few_rows_generic(x, rows, in, w, bias, o0, o1, out, y); return; }
+    DISPATCH(linear_few_rows_avx2(x, rows, in, w, bias, o0, o1, out, y),
+             linear_few_rows_generic(x, rows, in, w, bias, o0, o1, out, y));
 }
 
 void sam2_keep_freed_memory(void) {

@@ -27,19 +27,19 @@ struct ProjectedAttention {
     // tokens. Folding the image side's projections into the tokens' side does a fraction of the
     // work (same math), and the image side is read in slabs that stay in cache.
 
-    /// Tokens reading the image: `self(q: q, k: image + imagePE, v: image)`. Per head, scores
+    /// Tokens reading the image: `self(q: q, k: imagePlusPE, v: image)`. Per head, scores
     /// `q_h·(k Wₖ,hᵀ + bₖ,h)ᵀ = (q_h Wₖ,h)·kᵀ + q_h·bₖ,h`, and the last term is the same for every
     /// key, so the softmax drops it; values `P·(v Wᵥ,hᵀ + bᵥ,h) = (P·v)·Wᵥ,hᵀ + bᵥ,h` since each
     /// softmax row sums to one. So all heads are one attention of `heads·nq` rows over the raw image.
-    func tokensReadingImage(_ q: Tensor, image: Tensor, imagePE: Tensor) -> Tensor {
+    func tokensReadingImage(_ q: Tensor, image: Tensor, imagePlusPE: Tensor) -> Tensor {
         let nq = q.shape[0], nk = image.shape[0], kvIn = image.shape[1], inner = internalDim, hd = inner / heads
-        precondition(imagePE.shape == image.shape && kProj.weight.shape[1] == kvIn)
+        precondition(imagePlusPE.shape == image.shape && kProj.weight.shape[1] == kvIn)
         let qp = qProj(q)
         var folded = [Float](repeating: 0, count: heads * nq * kvIn)   // [heads·nq, kvIn]: q_h Wₖ,h
         var attended = [Float](repeating: 0, count: heads * nq * kvIn) // softmax · image, same shape
         var out = [Float](repeating: 0, count: nq * inner)
-        Tensor.withPointers([qp, image, imagePE, kProj.weight, vProj.weight, vProj.bias!]) { p in
-            let (qpp, kp, pe, wk, wv, bv) = (p[0], p[1], p[2], p[3], p[4], p[5])
+        Tensor.withPointers([qp, image, imagePlusPE, kProj.weight, vProj.weight, vProj.bias!]) { p in
+            let (qpp, vp, kp, wk, wv, bv) = (p[0], p[1], p[2], p[3], p[4], p[5])
             folded.withUnsafeMutableBufferPointer { f in
                 attended.withUnsafeMutableBufferPointer { a in
                     out.withUnsafeMutableBufferPointer { o in
@@ -47,7 +47,7 @@ struct ProjectedAttention {
                             GEMM.sgemm(m: nq, n: kvIn, k: hd, a: qpp + h * hd, lda: inner, b: wk + h * hd * kvIn, ldb: kvIn,
                                        c: f.baseAddress! + h * nq * kvIn, ldc: kvIn)
                         }
-                        Attention.fewQueries(q: f.baseAddress!, rows: heads * nq, keys: kp, keyPE: pe, values: kp, count: nk,
+                        Attention.fewQueries(q: f.baseAddress!, rows: heads * nq, keys: kp, keyPE: nil, values: vp, count: nk,
                                              dim: kvIn, valueDim: kvIn, scale: 1 / Float(hd).squareRoot(), into: a.baseAddress!)
                         for h in 0..<heads {  // (P·v)_h · Wᵥ,hᵀ + bᵥ,h → head h's slice of the output
                             for r in 0..<nq { (o.baseAddress! + r * inner + h * hd).update(from: bv + h * hd, count: hd) }
@@ -61,13 +61,14 @@ struct ProjectedAttention {
         return outProj(Tensor(shape: [nq, inner], data: out))
     }
 
-    /// The image reading the tokens, with the block's residual and norm: `norm(image + self(q: image
-    /// + imagePE, k: k, v: v))`. Per head, scores `(q Wq,hᵀ + bq,h)·k_hᵀ = q·(Wq,hᵀ k_hᵀ) + bq,h·k_hᵀ`,
+    /// The image reading the tokens, with the block's residual and norm: `norm(image + self(q: imagePlusPE,
+    /// k: k, v: v))`, returned with that plus `imagePE`. Per head, scores `(q Wq,hᵀ + bq,h)·k_hᵀ = q·(Wq,hᵀ k_hᵀ) + bq,h·k_hᵀ`,
     /// and the output projection distributes over heads: `Σ_h P_h·(v_h Wₒ,hᵀ) + bₒ`. So the image
     /// side sees two linears, `[4096, dim] → [4096, heads·nk]` and back, instead of four
     /// `[4096, dim]` projections: a feed-forward layer whose activation is a softmax over each
     /// head's `nk` scores.
-    func imageReadingTokens(_ image: Tensor, imagePE: Tensor, k: Tensor, v: Tensor, norm: LayerNorm) -> Tensor {
+    func imageReadingTokens(_ image: Tensor, imagePlusPE: Tensor, imagePE: Tensor, k: Tensor, v: Tensor,
+                            norm: LayerNorm) -> (y: Tensor, yPlusPE: Tensor) {
         let nk = k.shape[0], dim = qProj.weight.shape[1], inner = internalDim, hd = inner / heads
         let outDim = outProj.outDim, width = heads * nk
         let kp = kProj(k), vp = vProj(v)
@@ -94,7 +95,7 @@ struct ProjectedAttention {
             }
         }
         return FeedForward.postNormSoftmaxResidual(
-            image, pe: imagePE, w1: Tensor(shape: [width, dim], data: scoreWeight),
+            image, xPlusPE: imagePlusPE, pe: imagePE, w1: Tensor(shape: [width, dim], data: scoreWeight),
             b1: Tensor(shape: [width], data: scoreBias), softmaxGroup: nk, w2: Tensor(shape: [outDim, width], data: valueWeight),
             b2: outProj.bias!, normWeight: norm.weight, normBias: norm.bias, eps: norm.eps)
     }

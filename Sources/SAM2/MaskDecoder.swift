@@ -64,19 +64,20 @@ struct MaskDecoder {
         useMultimaskTokenForObjPtr = c.useMultimaskTokenForObjPtr
     }
 
-    /// `image`, `imagePETokens`, `dense`: `[hw, D]` tokens of the square embedding; `sparse`: `[T, D]`;
+    /// `src`: the frame's embedding plus the dense prompt embedding, `srcPlusPE` that plus
+    /// `imagePETokens`, all `[hw, D]` tokens of the square embedding; `sparse`: `[T, D]`;
     /// `highRes`: (s0, s1) already projected.
-    func callAsFunction(image: Tensor, imagePETokens: Tensor, sparse: Tensor, dense: Tensor,
+    func callAsFunction(src: Tensor, srcPlusPE: Tensor, imagePETokens: Tensor, sparse: Tensor,
                         multimask: Bool, highRes: (s0: Tensor, s1: Tensor)?) -> MaskDecoderOutput {
-        let h = Int(Double(image.shape[0]).squareRoot()), w = h
-        precondition(h * w == image.shape[0] && image.shape == dense.shape && image.shape == imagePETokens.shape)
+        let h = Int(Double(src.shape[0]).squareRoot()), w = h
+        precondition(h * w == src.shape[0] && src.shape == srcPlusPE.shape && src.shape == imagePETokens.shape)
         var outputTokens = [iouToken, maskTokens]
         if let objScoreToken { outputTokens.insert(objScoreToken, at: 0) }
         let s = objScoreToken == nil ? 0 : 1
         let tokens = Tensor.concatRows(outputTokens + [sparse])
 
-        let src = image + dense
-        let (hs, srcOut) = transformer(image: src, imagePE: imagePETokens, points: tokens)
+        let (hs, srcOut) = transformer(image: src, imagePlusPE: srcPlusPE, imagePE: imagePETokens, points: tokens,
+                                       outputTokens: s + 1 + numMaskTokens)
 
         // One hypernetwork per mask token turns it into weights over the upscaled channels.
         let hyper = Tensor.concatRows((0..<numMaskTokens).map { hypernetworks[$0](hs.rows((s + 1 + $0)..<(s + 2 + $0))) })
@@ -125,12 +126,10 @@ struct MaskDecoder {
                     upscale1.apply(x + y0 * w * dim, tokens: true, rows: rows, width: w, skip: s1.map { $0 + 4 * y0 * w },
                                    skipStride: 4 * h * w, into: up1, outStride: pix1)
                     layerNormChannelsInPlace(up1, channels: c1, pixels: pix1, channelStride: pix1, weight: nw, bias: nb,
-                                             eps: upscaleNorm.eps)
-                    geluInPlace(up1, pix1 * c1)
+                                             eps: upscaleNorm.eps, thenGELU: true)
                     // → [c2, 4·rows, 4w] (+ s0), GELU.
                     upscale2.apply(up1, tokens: false, inStride: pix1, rows: 2 * rows, width: 2 * w,
-                                   skip: s0.map { $0 + 16 * y0 * w }, skipStride: outPlane, into: up2, outStride: pix2)
-                    geluInPlace(up2, pix2 * c2)
+                                   skip: s0.map { $0 + 16 * y0 * w }, skipStride: outPlane, into: up2, outStride: pix2, thenGELU: true)
                     // This slab's rows of every mask.
                     GEMM.sgemm(m: masksCount, n: pix2, k: c2, a: hp, lda: c2, b: up2, ldb: pix2,
                                c: out + 16 * y0 * w, ldc: outPlane, serial: true)

@@ -72,7 +72,7 @@ struct MemoryEncoder {
     /// (sigmoid or binarised, times scale plus bias). Returns memory features and their position encoding.
     func callAsFunction(projectedPixels: Tensor, mask: Tensor) -> (features: Tensor, position: Tensor) {
         var m = mask
-        for (conv, norm) in downsampler { m = norm.channels(conv(m)).gelu() }
+        for (conv, norm) in downsampler { m = norm.channels(conv(m), thenGELU: true) }
         m = downsamplerOut(m)
         var x = projectedPixels + m
         for block in fuser { x = block(x) }

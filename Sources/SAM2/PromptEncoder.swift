@@ -1,3 +1,4 @@
+import CKernels
 import SAM2Tensor
 
 /// Clicks in the model's input frame (pixels of the `image_size` square).
@@ -62,6 +63,33 @@ struct PromptEncoder {
     /// Sparse `[N+1, D]` tokens (points plus one padding point, as SAM 2 never passes boxes
     /// separately) and the dense embedding as `[hw, D]` tokens.
     func callAsFunction(points: PointPrompt, mask: Tensor?) -> (sparse: Tensor, dense: Tensor) {
+        (sparseTokens(points), mask.map(maskEmbedding) ?? noMaskDenseTokens)
+    }
+
+    /// The dense embedding as the mask decoder consumes it: added to the frame's `[hw, D]` embedding
+    /// (its `src`), and that plus the dense position encoding (what its attentions read as keys).
+    /// A mask prompt's embedding is added band by band while each band is in cache, never written out.
+    func denseAdded(to image: Tensor, mask: Tensor?) -> (src: Tensor, srcPlusPE: Tensor) {
+        guard let mask else { return Tensor.sums(image, noMaskDenseTokens, thenPlus: densePETokens) }
+        precondition(image.shape == densePETokens.shape, "image embedding \(image.shape), expected \(densePETokens.shape)")
+        let n = image.count
+        var withPE = [Float](unsafeUninitializedCapacity: n) { _, c in c = n }
+        let src = [Float](unsafeUninitializedCapacity: n) { o, c in
+            withPE.withUnsafeMutableBufferPointer { w in
+                Tensor.withPointers([image, densePETokens]) { p in
+                    let (sp, wp) = (o.baseAddress!, w.baseAddress!)
+                    forEachMaskEmbeddingBand(mask) { tokens, dense in
+                        let at = tokens.lowerBound * embedDim
+                        sam2_add_then_add(sp + at, wp + at, p[0] + at, dense, p[1] + at, tokens.count * embedDim)
+                    }
+                }
+            }
+            c = n
+        }
+        return (Tensor(shape: image.shape, data: src), Tensor(shape: image.shape, data: withPE))
+    }
+
+    func sparseTokens(_ points: PointPrompt) -> Tensor {
         let coords = points.coords.map { (x: ($0.x + 0.5) / Float(inputImageSize), y: ($0.y + 0.5) / Float(inputImageSize)) }
             + [(x: Float(0.5) / Float(inputImageSize), y: Float(0.5) / Float(inputImageSize))]
         let labels = points.labels + [-1]
@@ -76,16 +104,36 @@ struct PromptEncoder {
                 }
             }
         }
-        let dense: Tensor
-        if let mask {
-            var x = maskConv1(mask)
-            x = maskNorm1.channels(x).gelu()
-            x = maskConv2(x)
-            x = maskNorm2.channels(x).gelu()
-            dense = maskConv3.tokens(x)
-        } else {
-            dense = noMaskDenseTokens
+        return sparse
+    }
+
+    /// A mask prompt's dense embedding as `[hw, D]` token rows.
+    private func maskEmbedding(_ mask: Tensor) -> Tensor {
+        let count = embeddingSize * embeddingSize * embedDim
+        var out = [Float](unsafeUninitializedCapacity: count) { _, n in n = count }
+        out.withUnsafeMutableBufferPointer { o in
+            forEachMaskEmbeddingBand(mask) { tokens, dense in
+                (o.baseAddress! + tokens.lowerBound * embedDim).update(from: dense, count: tokens.count * embedDim)
+            }
         }
-        return (sparse, dense)
+        return Tensor(shape: [embeddingSize * embeddingSize, embedDim], data: out)
+    }
+
+    /// `mask_downscaling` (two 2x2 stride-2 convolutions with LayerNorm2d and GELU, then a 1x1
+    /// projection), handing each band of token rows to `body` while it is in cache. Every output
+    /// pixel sees only its own 4x4 patch of the mask, so bands of embedding rows are independent
+    /// tasks on all cores: 256 tokens each (four rows at 1024), the row slabs of the whole-map projection.
+    private func forEachMaskEmbeddingBand(_ mask: Tensor, _ body: (Range<Int>, UnsafePointer<Float>) -> Void) {
+        let side = embeddingSize, maskSide = maskInputSize, band = max(1, 256 / side)
+        precondition(mask.shape == [1, maskSide, maskSide], "mask prompt \(mask.shape), expected [1, \(maskSide), \(maskSide)]")
+        Parallelism.independentTasks((side + band - 1) / band) { t in
+            let y0 = t * band, rows = min(band, side - y0), inRows = 4 * rows
+            let slice = Tensor(shape: [1, inRows, maskSide], data: Array(mask.data[(4 * y0 * maskSide)..<((4 * y0 + inRows) * maskSide)]))
+            var x = maskConv1(slice)
+            x = maskNorm1.channels(x, thenGELU: true)
+            x = maskConv2(x)
+            x = maskNorm2.channels(x, thenGELU: true)
+            maskConv3.tokens(x).data.withUnsafeBufferPointer { body((y0 * side)..<((y0 + rows) * side), $0.baseAddress!) }
+        }
     }
 }

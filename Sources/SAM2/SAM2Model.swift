@@ -135,13 +135,16 @@ public final class SAM2Model {
             maskPrompt = maskInputs.shape[1] == side && maskInputs.shape[2] == side
                 ? maskInputs : Interpolate.bilinearAntialiased(maskInputs, height: side, width: side)
         }
-        let (sparse, dense, dec) = timed("mask_decoder") { () -> (Tensor, Tensor, MaskDecoderOutput) in
-            let (sparse, dense) = promptEncoder(points: pts, mask: maskPrompt)
-            return (sparse, dense, maskDecoder(image: features, imagePETokens: promptEncoder.densePETokens, sparse: sparse, dense: dense,
-                                               multimask: multimask, highRes: highRes))
+        let (sparse, dec) = timed("mask_decoder") { () -> (Tensor, MaskDecoderOutput) in
+            let sparse = promptEncoder.sparseTokens(pts)
+            let (src, srcPlusPE) = promptEncoder.denseAdded(to: features, mask: maskPrompt)
+            return (sparse, maskDecoder(src: src, srcPlusPE: srcPlusPE, imagePETokens: promptEncoder.densePETokens, sparse: sparse,
+                                        multimask: multimask, highRes: highRes))
         }
-        let side = embeddingSize
-        trace?("prompt_encoder", ["out0": sparse, "out1": dense.tokensToCHW(height: side, width: side)])
+        if let trace {
+            let side = embeddingSize, dense = promptEncoder(points: pts, mask: maskPrompt).dense
+            trace("prompt_encoder", ["out0": sparse, "out1": dense.tokensToCHW(height: side, width: side)])
+        }
         trace?("mask_decoder", ["out0": dec.masks, "out1": Tensor(shape: [dec.ious.count], data: dec.ious),
                                 "out2": dec.samTokens, "out3": Tensor(shape: [1], data: [dec.objectScoreLogit])])
         var lowRes = dec.masks

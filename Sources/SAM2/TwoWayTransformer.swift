@@ -21,7 +21,9 @@ struct TwoWayAttentionBlock {
         self.skipFirstLayerPE = skipFirstLayerPE
     }
 
-    func callAsFunction(queries: Tensor, keys: Tensor, queryPE: Tensor, keyPE: Tensor) -> (Tensor, Tensor) {
+    /// `keysPE` is `keys + keyPE`, which both cross-attentions read: it is formed once, with the keys.
+    func callAsFunction(queries: Tensor, keys: Tensor, keysPE: Tensor, queryPE: Tensor,
+                        keyPE: Tensor) -> (queries: Tensor, keys: Tensor, keysPE: Tensor) {
         var queries = queries
         if skipFirstLayerPE {
             queries = selfAttn(q: queries, k: queries, v: queries)
@@ -31,13 +33,14 @@ struct TwoWayAttentionBlock {
         }
         queries = norm1(queries)
 
-        queries += crossTokenToImage.tokensReadingImage(queries + queryPE, image: keys, imagePE: keyPE)
+        queries += crossTokenToImage.tokensReadingImage(queries + queryPE, image: keys, imagePlusPE: keysPE)
         queries = norm2(queries)
 
         queries += mlp(queries)
         queries = norm3(queries)
-
-        return (queries, crossImageToToken.imageReadingTokens(keys, imagePE: keyPE, k: queries + queryPE, v: queries, norm: norm4))
+        let (newKeys, newKeysPE) = crossImageToToken.imageReadingTokens(keys, imagePlusPE: keysPE, imagePE: keyPE,
+                                                                        k: queries + queryPE, v: queries, norm: norm4)
+        return (queries, newKeys, newKeysPE)
     }
 }
 
@@ -56,13 +59,17 @@ struct TwoWayTransformer {
         normFinal = try LayerNorm(w, "\(prefix).norm_final_attn", dim)
     }
 
-    /// `image`, `imagePE`: `[HW, D]` tokens; `points`: `[T, D]`. Returns (tokens, image tokens).
-    func callAsFunction(image: Tensor, imagePE: Tensor, points: Tensor) -> (Tensor, Tensor) {
-        var queries = points, keys = image
+    /// `image`, `imagePE`: `[HW, D]` tokens, `imagePlusPE` their sum; `points`: `[T, D]`. Returns
+    /// (tokens, image tokens), of the tokens only the first `outputTokens`: the official model runs
+    /// the final attention for the prompts' own tokens too and then drops them; here they are skipped.
+    func callAsFunction(image: Tensor, imagePlusPE: Tensor, imagePE: Tensor, points: Tensor, outputTokens: Int) -> (Tensor, Tensor) {
+        var queries = points, keys = image, keysPE = imagePlusPE
         for layer in layers {
-            (queries, keys) = layer(queries: queries, keys: keys, queryPE: points, keyPE: imagePE)
+            (queries, keys, keysPE) = layer(queries: queries, keys: keys, keysPE: keysPE, queryPE: points, keyPE: imagePE)
         }
-        queries += finalAttn.tokensReadingImage(queries + points, image: keys, imagePE: imagePE)
-        return (normFinal(queries), keys)
+        let kept = 0..<outputTokens
+        var out = queries.rows(kept)
+        out += finalAttn.tokensReadingImage(out + points.rows(kept), image: keys, imagePlusPE: keysPE)
+        return (normFinal(out), keys)
     }
 }

@@ -71,7 +71,7 @@ struct LayerNorm {
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor { x.layerNorm(weight: weight, bias: bias, eps: eps) }
-    func channels(_ x: Tensor) -> Tensor { x.layerNorm2d(weight: weight, bias: bias, eps: eps) }
+    func channels(_ x: Tensor, thenGELU: Bool = false) -> Tensor { x.layerNorm2d(weight: weight, bias: bias, eps: eps, thenGELU: thenGELU) }
 }
 
 /// `nn.Conv2d` with groups = 1 (or depthwise when `depthwise`).

@@ -60,12 +60,6 @@ extension Tensor {
     }
 }
 
-/// GELU (erf form) of `n` values in place, on this thread: for fused slab kernels.
-@inline(__always)
-public func geluInPlace(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
-    sam2_gelu(p, n)
-}
-
 /// Softmax of each of `rows` rows of `n` values in place (max-subtracted, as PyTorch does).
 @inline(__always)
 public func softmaxRows(_ p: UnsafeMutablePointer<Float>, _ rows: Int, _ n: Int) {

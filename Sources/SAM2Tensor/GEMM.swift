@@ -98,6 +98,8 @@ public enum GEMM {
     /// `nn.Linear` on token rows: `x[N, in] · Wᵀ + b` with `W[out, in]`. Rows go in the same fixed
     /// slabs as `sgemm`; each slab's output starts as the bias, written just before its sgemm while
     /// it is in cache (a separate pass over a large output costs more than the product when `in` is small).
+    /// Up to 16 rows (the mask decoder's prompt tokens) skip BLAS: packing the weight for so few rows
+    /// costs more than the product, so a dot-product kernel reads it as stored.
     public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
         let inDim = weight.shape[1], outDim = weight.shape[0]
         precondition(x.shape.last == inDim, "linear: input \(x.shape) vs weight \(weight.shape)")
@@ -111,9 +113,20 @@ public enum GEMM {
                 weight.data.withUnsafeBufferPointer { pw in
                     (bias?.data ?? []).withUnsafeBufferPointer { pb in
                         let b = bias == nil ? nil : pb.baseAddress
-                        if rows < 2 * 256 && rows > 1 {
-                            // A few rows (prompt tokens) against a large weight: split the weight's rows
-                            // (output columns) over the cores instead, as `sgemm` does for short products.
+                        if rows <= 16 {
+                            // Outputs split over the cores when the weight is large (the MLP's 256 x 2048).
+                            countFlops(2 * Double(rows) * Double(outDim) * Double(inDim))
+                            let xp = px.baseAddress!, wp = pw.baseAddress!, slab = 128
+                            let slabs = rows * outDim * inDim >= 1 << 20 ? (outDim + slab - 1) / slab : 1
+                            parallelFor(slabs) { t in
+                                let o0 = t * slab, o1 = slabs == 1 ? outDim : min(outDim, o0 + slab)
+                                sam2_linear_few_rows(xp, rows, inDim, wp, b, o0, o1, outDim, c)
+                            }
+                            return
+                        }
+                        if rows < 2 * 256 {
+                            // Fewer rows than two slabs: split the weight's rows (output columns) over the
+                            // cores instead, as `sgemm` does for short products.
                             if let b { for r in 0..<rows { (c + r * outDim).update(from: b, count: outDim) } }
                             sgemm(transB: true, m: rows, n: outDim, k: inDim, a: px.baseAddress!, lda: inDim, b: pw.baseAddress!,
                                   ldb: inDim, beta: b == nil ? 0 : 1, c: c, ldc: outDim)  // (counts its FLOPs)

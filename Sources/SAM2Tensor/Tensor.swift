@@ -97,6 +97,25 @@ public struct Tensor: Equatable, CustomStringConvertible {
         return Tensor(shape: a.shape, data: out)
     }
 
+    /// `(a + b, (a + b) + c)` in one pass (each chunk of the sum is reused while in cache).
+    public static func sums(_ a: Tensor, _ b: Tensor, thenPlus c: Tensor) -> (Tensor, Tensor) {
+        precondition(a.shape == b.shape && a.shape == c.shape, "add: \(a.shape) vs \(b.shape) vs \(c.shape)")
+        var withC = [Float](unsafeUninitializedCapacity: a.count) { _, n in n = a.count }
+        let sum = [Float](unsafeUninitializedCapacity: a.count) { o, n in
+            withC.withUnsafeMutableBufferPointer { w in
+                withPointers([a, b, c]) { p in
+                    let op = o.baseAddress!, wp = w.baseAddress!
+                    parallelChunks(a.count, minimumChunk: 1 << 16) { r in
+                        let i = r.lowerBound
+                        sam2_add_then_add(op + i, wp + i, p[0] + i, p[1] + i, p[2] + i, r.count)
+                    }
+                }
+            }
+            n = a.count
+        }
+        return (Tensor(shape: a.shape, data: sum), Tensor(shape: a.shape, data: withC))
+    }
+
     public static func += (a: inout Tensor, b: Tensor) {
         precondition(a.shape == b.shape, "add: \(a.shape) vs \(b.shape)")
         if a.count == 0 { return }

@@ -78,12 +78,13 @@ final class KernelTests: XCTestCase {
         let x = random([rows, dim]), pe = random([rows, dim])
         let w1 = random([groups * group, dim]), b1 = random([groups * group]), w2 = random([dim, groups * group]), b2 = random([dim])
         let nw = random([dim]), nb = random([dim])
-        let fused = FeedForward.postNormSoftmaxResidual(x, pe: pe, w1: w1, b1: b1, softmaxGroup: group, w2: w2, b2: b2,
-                                                        normWeight: nw, normBias: nb, eps: 1e-5)
+        let (fused, fusedPlusPE) = FeedForward.postNormSoftmaxResidual(x, xPlusPE: x + pe, pe: pe, w1: w1, b1: b1, softmaxGroup: group,
+                                                                       w2: w2, b2: b2, normWeight: nw, normBias: nb, eps: 1e-5)
         var hidden = GEMM.linear(x + pe, weight: w1, bias: b1)
         hidden.data.withUnsafeMutableBufferPointer { softmaxRows($0.baseAddress!, rows * groups, group) }
         let reference = (x + GEMM.linear(hidden, weight: w2, bias: b2)).layerNorm(weight: nw, bias: nb, eps: 1e-5)
         assertClose(fused.data, reference.data, tolerance: 1e-5, "fused image-to-token residual")
+        XCTAssertEqual(fusedPlusPE.data, (fused + pe).data, "the next attention's keys")
     }
 
     func testBilinearMaskIsThresholdedBilinear() {
@@ -152,6 +153,72 @@ final class KernelTests: XCTestCase {
             let grouped = block.windowed(x), whole = block.wholeMap(x)
             XCTAssertEqual(grouped.shape, whole.shape)
             assertClose(grouped.data, whole.data, tolerance: 1e-5, "window \(window), pooled \(pools), \(h)x\(w)")
+        }
+    }
+
+    func testMaskPromptBandsMatchWholeMap() throws {
+        // The prompt encoder embeds a mask prompt in bands of rows on all cores; the whole-map
+        // composition (convolutions, LayerNorm2d, GELU, 1x1 projection) is the definition.
+        for side in [64, 16] {   // 1024 (bands of 4 rows) and 256 (one band)
+            let dim = 256, p = "pe"
+            var t = [String: Tensor]()
+            t["\(p).pe_layer.positional_encoding_gaussian_matrix"] = random([2, dim / 2])
+            for i in 0..<4 { t["\(p).point_embeddings.\(i).weight"] = random([1, dim]) }
+            t["\(p).not_a_point_embed.weight"] = random([1, dim])
+            t["\(p).no_mask_embed.weight"] = random([1, dim])
+            for (name, shape) in [("0.weight", [4, 1, 2, 2]), ("0.bias", [4]), ("1.weight", [4]), ("1.bias", [4]),
+                                  ("3.weight", [16, 4, 2, 2]), ("3.bias", [16]), ("4.weight", [16]), ("4.bias", [16]),
+                                  ("6.weight", [dim, 16, 1, 1]), ("6.bias", [dim])] {
+                t["\(p).mask_downscaling.\(name)"] = random(shape)
+            }
+            let mask = random([1, 4 * side, 4 * side])
+            let l = { (name: String) in t["\(p).mask_downscaling.\(name)"]! }
+            var x = Conv.conv2d(mask, weight: l("0.weight"), bias: l("0.bias"), stride: 2).layerNorm2d(weight: l("1.weight"), bias: l("1.bias")).gelu()
+            x = Conv.conv2d(x, weight: l("3.weight"), bias: l("3.bias"), stride: 2).layerNorm2d(weight: l("4.weight"), bias: l("4.bias")).gelu()
+            let expected = Conv.pointwiseToTokens(x, weight: l("6.weight"), bias: l("6.bias"))
+            let encoder = try PromptEncoder(WeightStore(t), p, embedDim: dim, embeddingSize: side, inputImageSize: 16 * side)
+            let dense = encoder(points: PointPrompt(coords: [(3, 4)], labels: [1]), mask: mask).dense
+            XCTAssertEqual(dense.shape, expected.shape)
+            assertClose(dense.data, expected.data, tolerance: 1e-5, "mask prompt embedding at \(side)x\(side)")
+            // What the mask decoder takes: the embedding added to the image's, band by band.
+            let image = random([side * side, dim])
+            let (src, srcPlusPE) = encoder.denseAdded(to: image, mask: mask)
+            XCTAssertEqual(src.data, (image + dense).data, "image + dense at \(side)x\(side)")
+            XCTAssertEqual(srcPlusPE.data, (image + dense + encoder.densePETokens).data, "image + dense + PE at \(side)x\(side)")
+        }
+    }
+
+    func testGELUMatchesDefinition() {
+        // nn.GELU(): x/2 · (1 + erf(x/√2)), here with erf as a rational approximation (3.5e-7
+        // absolute error in float), so |error| ≤ 3.5e-7·|x|/2 + an ulp of the result; vectors of 8
+        // and the scalar tail, out to where erf saturates and beyond.
+        let x = Tensor(shape: [4003], data: (0..<4003).map { Float($0 - 2001) * 0.005 })
+        let y = x.gelu()
+        var worst: Double = 0
+        for (v, g) in zip(x.data, y.data) {
+            let exact = 0.5 * Double(v) * (1 + Foundation.erf(Double(v) / 2.0.squareRoot()))
+            let bound = 1.75e-7 * abs(Double(v)) + 1.2e-7 * max(1, abs(exact))
+            worst = max(worst, abs(Double(g) - exact) / bound)
+        }
+        XCTAssertLessThan(worst, 1, "GELU vs its definition, in units of its error bound")
+    }
+
+    func testFewRowLinearMatchesDefinition() {
+        // Prompt tokens through a linear layer take a dot-product kernel (pairs of rows, four
+        // outputs at a time, a scalar tail); the definition in double.
+        for (rows, inDim, outDim) in [(1, 256, 256), (9, 256, 2048), (7, 40, 30), (16, 2048, 256), (3, 12, 5)] {
+            let x = random([rows, inDim]), w = random([outDim, inDim]), b = random([outDim])
+            let y = GEMM.linear(x, weight: w, bias: b)
+            var expected = [Float]()
+            for r in 0..<rows {
+                for o in 0..<outDim {
+                    var acc = Double(b.data[o])
+                    for k in 0..<inDim { acc += Double(x.data[r * inDim + k]) * Double(w.data[o * inDim + k]) }
+                    expected.append(Float(acc))
+                }
+            }
+            XCTAssertEqual(y.shape, [rows, outDim])
+            assertClose(y.data, expected, tolerance: 1e-5 * Float(inDim).squareRoot(), "linear \(rows)x\(inDim) -> \(outDim)")
         }
     }
 }

@@ -7,8 +7,8 @@
 /// Row softmax in place: `rows` rows of `n` values, each max-subtracted (as PyTorch does).
 void sam2_softmax_rows(float *x, size_t rows, size_t n);
 
-/// GELU (erf form) in place, with erf as PyTorch's vectorised CPU kernel computes it
-/// (Abramowitz & Stegun 7.1.26).
+/// GELU (erf form, as `nn.GELU()`) in place; erf by a rational approximation accurate to a few
+/// float ulps.
 void sam2_gelu(float *x, size_t n);
 
 #endif
@@ -27,9 +27,21 @@ void sam2_online_softmax_block(float *s, size_t rows, size_t n, size_t lds,
 #define SAM2_CKERNELS_NORM
 /// LayerNorm over each row of `rows x n` values in place (mean and variance accumulated in double).
 void sam2_layernorm_rows(float *x, size_t rows, size_t n, const float *w, const float *b, float eps);
+/// The same after a residual, `x = LN(residual + x)`, and when `pe` is not NULL also
+/// `with_pe = x + pe` (the next attention's keys), each row while it is in cache.
+void sam2_residual_layernorm_rows(float *x, const float *residual, size_t rows, size_t n, const float *w, const float *b,
+                                  float eps, const float *pe, float *with_pe);
 /// LayerNorm2d: normalise each of `hw` pixels over `c` channels in place; channel rows are
-/// `stride` floats apart (the map's pixel count; `hw` may be a slice of them).
-void sam2_layernorm_channels(float *x, size_t c, size_t hw, size_t stride, const float *w, const float *b, float eps);
+/// `stride` floats apart (the map's pixel count; `hw` may be a slice of them). Then GELU when `gelu`.
+void sam2_layernorm_channels(float *x, size_t c, size_t hw, size_t stride, const float *w, const float *b, float eps, int gelu);
+#endif
+
+#ifndef SAM2_CKERNELS_FEWROWS
+#define SAM2_CKERNELS_FEWROWS
+/// `y[r, o] = bias[o] + Σ_k x[r, k]·w[o, k]` for outputs `o0..<o1` of `out` (rows of `y` are `out`
+/// long): a linear layer on a few input rows, reading the weight `[out, in]` as stored.
+void sam2_linear_few_rows(const float *x, size_t rows, size_t in, const float *w, const float *bias,
+                          size_t o0, size_t o1, size_t out, float *y);
 #endif
 
 #ifndef SAM2_CKERNELS_ALLOC
@@ -45,11 +57,13 @@ void sam2_keep_freed_memory(void);
 /// The scatter of a 2x2 stride-2 transposed convolution whose products are laid out by output
 /// offset: `products` rows `(i*2 + j)*cout + co`, each `rows*w` input pixels long. Writes
 /// `out[co, 2y+i, 2x+j] = products + bias[co]`, then `+ skip` at the same position when `skip`
-/// is not NULL; channels of `out` and `skip` are `out_stride` / `skip_stride` floats apart.
+/// is not NULL, then GELU when `gelu`; channels of `out` and `skip` are `out_stride` / `skip_stride` floats apart.
 void sam2_interleave2x2(const float *products, size_t cout, size_t rows, size_t w, const float *bias,
-                        const float *skip, size_t skip_stride, float *out, size_t out_stride);
+                        const float *skip, size_t skip_stride, float *out, size_t out_stride, int gelu);
 /// `out = a + b`, `n` values (`out` may be `a` or `b`).
 void sam2_add(float *out, const float *a, const float *b, size_t n);
+/// `sum = a + b` and `sum_c = sum + c` in one pass.
+void sam2_add_then_add(float *sum, float *sum_c, const float *a, const float *b, const float *c, size_t n);
 /// Claim the next index of a loop shared by several threads (a relaxed atomic increment).
 size_t sam2_next_index(size_t *counter);
 #endif
