@@ -163,11 +163,11 @@ AVX2 static void row_scale(float *p, size_t n, float k) {
     for (; j < n; j++) p[j] *= k;
 }
 
-/// Rows of 8..15 (a head's scores over the mask decoder's 8-15 prompt tokens): each row's max
-/// subtracted in scalar, the whole block exponentiated 8 lanes at a time, then each row summed in
-/// `row_exp_sum`'s order (`hsum8` of the first eight, then the rest in turn) and scaled: the same
-/// bits as the row-at-a-time path (`exp_poly` inlined here contracts to `exp8`'s FMAs), without
-/// its per-row horizontal reductions and scalar exponential.
+/// Rows shorter than 16 (a head's scores over the mask decoder's prompt tokens): each row's max
+/// subtracted in scalar, the whole block exponentiated 8 lanes at a time, then each row normalised.
+/// Rows of 8..15 are summed in `row_exp_sum`'s order (`hsum8` of the first eight, then the rest in
+/// turn), so they get the bits the row-at-a-time path gives them (`exp_poly` inlined here contracts
+/// to `exp8`'s FMAs) without its per-row horizontal reductions and scalar exponential.
 AVX2 static void softmax_short_rows_avx2(float *x, size_t rows, size_t n) {
     for (size_t r = 0; r < rows; r++) {
         float *p = x + r * n, m = p[0];
@@ -178,35 +178,17 @@ AVX2 static void softmax_short_rows_avx2(float *x, size_t rows, size_t n) {
     for (; i + 8 <= total; i += 8) _mm256_storeu_ps(x + i, exp8(_mm256_loadu_ps(x + i)));
     for (; i < total; i++) x[i] = exp_poly(x[i]);
     for (size_t r = 0; r < rows; r++) {
-        float *p = x + r * n;
-        float s = ((p[0] + p[4]) + (p[2] + p[6])) + ((p[1] + p[5]) + (p[3] + p[7]));
-        for (size_t j = 8; j < n; j++) s += p[j];
+        float *p = x + r * n, s = 0;
+        size_t j = 0;
+        if (n >= 8) { s = ((p[0] + p[4]) + (p[2] + p[6])) + ((p[1] + p[5]) + (p[3] + p[7])); j = 8; }
+        for (; j < n; j++) s += p[j];
         float inv = 1.0f / s;
-        for (size_t j = 0; j < n; j++) p[j] *= inv;
+        for (j = 0; j < n; j++) p[j] *= inv;
     }
 }
 
 AVX2 static void softmax_rows_avx2(float *x, size_t rows, size_t n) {
-    if (n >= 8 && n < 16) { softmax_short_rows_avx2(x, rows, n); return; }
-    if (n < 8) {
-        // Short rows (a head's scores over a few prompt tokens): subtract each row's max, then
-        // exponentiate the whole block 8 lanes at a time, then normalise row by row.
-        for (size_t r = 0; r < rows; r++) {
-            float *p = x + r * n, m = p[0];
-            for (size_t j = 1; j < n; j++) m = p[j] > m ? p[j] : m;
-            for (size_t j = 0; j < n; j++) p[j] -= m;
-        }
-        size_t total = rows * n, i = 0;
-        for (; i + 8 <= total; i += 8) _mm256_storeu_ps(x + i, exp8(_mm256_loadu_ps(x + i)));
-        for (; i < total; i++) x[i] = exp_poly(x[i]);
-        for (size_t r = 0; r < rows; r++) {
-            float *p = x + r * n, s = 0;
-            for (size_t j = 0; j < n; j++) s += p[j];
-            float inv = 1.0f / s;
-            for (size_t j = 0; j < n; j++) p[j] *= inv;
-        }
-        return;
-    }
+    if (n < 16) { softmax_short_rows_avx2(x, rows, n); return; }
     for (size_t r = 0; r < rows; r++) {
         float *p = x + r * n;
         float s = row_exp_sum(p, n, row_max(p, n));

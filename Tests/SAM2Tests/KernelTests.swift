@@ -96,17 +96,20 @@ final class KernelTests: XCTestCase {
     }
 
     func testShortRowSoftmaxMatchesLongForm() {
-        // Rows shorter than a vector (the mask decoder's 7 prompt tokens) take their own path.
-        let x = random([300, 7])
-        var fast = x.data
-        fast.withUnsafeMutableBufferPointer { softmaxRows($0.baseAddress!, 300, 7) }
-        var expected = [Float]()
-        for r in 0..<300 {
-            let row = Array(x.data[(r * 7)..<(r * 7 + 7)]).map(Double.init)
-            let m = row.max()!, e = row.map { Foundation.exp($0 - m) }, s = e.reduce(0, +)
-            expected += e.map { Float($0 / s) }
+        // Rows shorter than 16 (a head's scores over the mask decoder's 7-15 prompt tokens) take
+        // their own path, with a vector's worth or less and with a vector plus a tail.
+        for n in [7, 9, 15] {
+            let x = random([300, n])
+            var fast = x.data
+            fast.withUnsafeMutableBufferPointer { softmaxRows($0.baseAddress!, 300, n) }
+            var expected = [Float]()
+            for r in 0..<300 {
+                let row = Array(x.data[(r * n)..<(r * n + n)]).map(Double.init)
+                let m = row.max()!, e = row.map { Foundation.exp($0 - m) }, s = e.reduce(0, +)
+                expected += e.map { Float($0 / s) }
+            }
+            assertClose(fast, expected, tolerance: 1e-6, "softmax of \(n)-wide rows")
         }
-        assertClose(fast, expected, tolerance: 1e-6, "softmax of 7-wide rows")
     }
 
     /// Layer norm over rows (vectorised, statistics in double) and over the channels of a
