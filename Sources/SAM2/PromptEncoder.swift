@@ -89,6 +89,7 @@ struct PromptEncoder {
         return (Tensor(shape: image.shape, data: src), Tensor(shape: image.shape, data: withPE))
     }
 
+    /// The points' `[N+1, D]` sparse tokens.
     func sparseTokens(_ points: PointPrompt) -> Tensor {
         let coords = points.coords.map { (x: ($0.x + 0.5) / Float(inputImageSize), y: ($0.y + 0.5) / Float(inputImageSize)) }
             + [(x: Float(0.5) / Float(inputImageSize), y: Float(0.5) / Float(inputImageSize))]

@@ -141,7 +141,7 @@ public final class SAM2Model {
             return (sparse, maskDecoder(src: src, srcPlusPE: srcPlusPE, imagePETokens: promptEncoder.densePETokens, sparse: sparse,
                                         multimask: multimask, highRes: highRes))
         }
-        if let trace {
+        if let trace {  // the dense embedding on its own, which the decoder's path never forms
             let side = embeddingSize, dense = promptEncoder(points: pts, mask: maskPrompt).dense
             trace("prompt_encoder", ["out0": sparse, "out1": dense.tokensToCHW(height: side, width: side)])
         }

@@ -136,21 +136,16 @@ public struct ConvTranspose2x2 {
     public func apply(_ x: UnsafePointer<Float>, tokens: Bool, inStride: Int = 0, rows: Int, width: Int,
                       skip: UnsafePointer<Float>? = nil, skipStride: Int = 0,
                       into out: UnsafeMutablePointer<Float>, outStride: Int, thenGELU: Bool = false) {
-        withProducts(x, tokens: tokens, inStride: inStride, pixels: rows * width) { products, bias in
-            sam2_interleave2x2(products, outChannels, rows, width, bias, skip, skipStride, out, outStride, thenGELU ? 1 : 0)
-        }
-    }
-
-    /// The layer's one product, `[4·Cout, pixels]` by output offset, on this thread.
-    private func withProducts(_ x: UnsafePointer<Float>, tokens: Bool, inStride: Int, pixels: Int,
-                              _ body: (UnsafePointer<Float>, UnsafePointer<Float>) -> Void) {
+        let pixels = rows * width
         let products = UnsafeMutablePointer<Float>.allocate(capacity: 4 * outChannels * pixels)
         defer { products.deallocate() }
         byOffset.data.withUnsafeBufferPointer { w in
             GEMM.sgemm(transB: tokens, m: 4 * outChannels, n: pixels, k: inChannels, a: w.baseAddress!, lda: inChannels,
                        b: x, ldb: tokens ? inChannels : inStride, c: products, ldc: pixels, serial: true)
         }
-        bias.data.withUnsafeBufferPointer { body(products, $0.baseAddress!) }
+        bias.data.withUnsafeBufferPointer { b in
+            sam2_interleave2x2(products, outChannels, rows, width, b.baseAddress!, skip, skipStride, out, outStride, thenGELU ? 1 : 0)
+        }
     }
 
     /// The whole map: `[Cin, H, W]` → `[Cout, 2H, 2W]`, split by input rows over the cores.
