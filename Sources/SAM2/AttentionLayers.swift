@@ -16,9 +16,11 @@ struct ProjectedAttention {
         self.heads = heads
     }
 
+    /// (Used on the mask decoder's few prompt tokens, where each projection is bound by reading its
+    /// weight: the three run as independent tasks.)
     func callAsFunction(q: Tensor, k: Tensor, v: Tensor) -> Tensor {
-        let o = Attention.scaledDotProduct(q: qProj(q), k: kProj(k), v: vProj(v), heads: heads)
-        return outProj(o)
+        let p = Parallelism.map(3) { i in i == 0 ? qProj(q) : (i == 1 ? kProj(k) : vProj(v)) }
+        return outProj(Attention.scaledDotProduct(q: p[0], k: p[1], v: p[2], heads: heads))
     }
 
     private var internalDim: Int { qProj.outDim }

@@ -79,11 +79,19 @@ struct MaskDecoder {
         let (hs, srcOut) = transformer(image: src, imagePlusPE: srcPlusPE, imagePE: imagePETokens, points: tokens,
                                        outputTokens: s + 1 + numMaskTokens)
 
-        // One hypernetwork per mask token turns it into weights over the upscaled channels.
-        let hyper = Tensor.concatRows((0..<numMaskTokens).map { hypernetworks[$0](hs.rows((s + 1 + $0)..<(s + 2 + $0))) })
+        // One hypernetwork per mask token turns it into weights over the upscaled channels; with the
+        // IoU and object-score heads, each reads only its own token: independent tasks on all cores.
+        let heads = Parallelism.map(numMaskTokens + 2) { i -> Tensor in
+            switch i {
+            case numMaskTokens: return iouHead(hs.rows(s..<(s + 1)))
+            case numMaskTokens + 1: return objScoreHead.map { $0(hs.rows(0..<1)) } ?? Tensor(shape: [1], data: [10])
+            default: return hypernetworks[i](hs.rows((s + 1 + i)..<(s + 2 + i)))
+            }
+        }
+        let hyper = Tensor.concatRows(Array(heads[..<numMaskTokens]))
         let allMasks = upscaledMasks(srcOut, height: h, width: w, hyper: hyper, highRes: highRes)
-        let allIous = iouHead(hs.rows(s..<(s + 1))).data
-        let score = objScoreHead.map { $0(hs.rows(0..<1)).data[0] } ?? 10
+        let allIous = heads[numMaskTokens].data
+        let score = heads[numMaskTokens + 1].data[0]
         let maskTokensOut = hs.rows((s + 1)..<(s + 1 + numMaskTokens))
 
         var masks: Tensor, ious: [Float]

@@ -48,6 +48,16 @@ public enum Parallelism {
         inParallelRegion = false
     }
 
+    /// `[body(0), body(1), ...]` computed as independent tasks (e.g. the small heads that each read
+    /// their own token): kernels inside stay on their task's thread.
+    public static func map<T>(_ count: Int, _ body: (Int) -> T) -> [T] {
+        var results = [T?](repeating: nil, count: count)
+        results.withUnsafeMutableBufferPointer { r in
+            independentTasks(count) { r[$0] = body($0) }
+        }
+        return results.map { $0! }
+    }
+
     /// `body(i)` for every i in 0..<count on `threads` threads, each taking the next index when it
     /// is free: when a neighbour slows one core (this is a shared machine), the other takes more
     /// slabs instead of waiting at the end. Each index's work is the same whichever thread runs
