@@ -38,7 +38,7 @@ struct HieraBlock {
         var shortcut = x
         if let shortcutProj {
             shortcut = shortcutProj(xn)
-            if poolsQueries { shortcut = shortcut.reshaped([1, h, w, dimOut]).maxPool2x2ChannelsLast().reshaped([h / 2, w / 2, dimOut]) }
+            if poolsQueries { shortcut = maxPooled(shortcut, ld: dimOut, blocks: 1, height: h, width: w).reshaped([h / 2, w / 2, dimOut]) }
         }
         // Attention runs per window (or once over the whole map for global blocks).
         let windows: Tensor, hp: Int, wp: Int
@@ -105,13 +105,21 @@ struct HieraBlock {
                     let projected = take(outRows * dimOut), y = take(outRows * dimOut), mlpScratch = take(outRows * (dimOut + hidden))
                     let rows = count * n
 
-                    // Gather and normalise; rows outside the map are the zero padding (added after the norm).
-                    for t in 0..<rows {
-                        let (sy, sx) = position(window: first + t / n, token: t % n, side: ws, windowsPerRow: nw)
-                        let row = xn + t * dim
-                        guard sy < h && sx < w else { row.update(repeating: 0, count: dim); continue }
-                        row.update(from: xp + (sy * w + sx) * dim, count: dim)
-                        sam2_layernorm_rows(row, 1, dim, n1w, n1b, norm1.eps)
+                    // Gather and normalise; rows outside the map are the zero padding (added after the
+                    // norm). Each run of map rows is normalised at once (the kernel interleaves rows).
+                    var runStart = 0
+                    for t in 0...rows {
+                        var inside = false
+                        if t < rows {
+                            let (sy, sx) = position(window: first + t / n, token: t % n, side: ws, windowsPerRow: nw)
+                            inside = sy < h && sx < w
+                            if inside { (xn + t * dim).update(from: xp + (sy * w + sx) * dim, count: dim) }
+                            else { (xn + t * dim).update(repeating: 0, count: dim) }
+                        }
+                        if !inside {
+                            if t > runStart { sam2_layernorm_rows(xn + runStart * dim, t - runStart, dim, n1w, n1b, norm1.eps) }
+                            runStart = t + 1
+                        }
                     }
 
                     GEMM.linearRows(xn, rows: rows, inDim: dim, outDim: qkvWidth, weight: qkvW, bias: qkvB, accumulate: false, into: packed)
@@ -178,6 +186,22 @@ struct HieraBlock {
         }
     }
 
+    /// `maxPool2x2` of `blocks` consecutive `height x width` row blocks of `rows` (row stride `ld`;
+    /// the first dimOut columns) into `[blocks · height/2 · width/2, dimOut]`.
+    private func maxPooled(_ rows: Tensor, ld: Int, blocks: Int, height: Int, width: Int) -> Tensor {
+        let outRows = (height / 2) * (width / 2), count = blocks * outRows * dimOut
+        var pooled = [Float](unsafeUninitializedCapacity: count) { _, c in c = count }
+        rows.data.withUnsafeBufferPointer { r in
+            pooled.withUnsafeMutableBufferPointer { o in
+                for blk in 0..<blocks {
+                    maxPool2x2(r.baseAddress! + blk * height * width * ld, ld: ld, height: height, width: width, channels: dimOut,
+                               into: o.baseAddress! + blk * outRows * dimOut)
+                }
+            }
+        }
+        return Tensor(shape: [blocks * outRows, dimOut], data: pooled)
+    }
+
     /// The executed products of a windowed block, counted once for the whole map.
     private func countFlops(windows: Int, inRows: Int, outTokens: Int, hidden: Int) {
         let nq = Double(poolsQueries ? windowSize * windowSize / 4 : windowSize * windowSize)
@@ -197,19 +221,8 @@ struct HieraBlock {
         let packed = qkv(windows.reshaped([b * n, dim]))  // [B*N, 3*dimOut]: q | k | v, heads contiguous
         let so = poolsQueries ? s / 2 : s, swo = poolsQueries ? sw / 2 : sw
         let nq = so * swo
-        var q: Tensor? = nil
-        if poolsQueries {  // each window's q, max-pooled inside the window
-            var pooled = [Float](unsafeUninitializedCapacity: b * nq * dimOut) { _, c in c = b * nq * dimOut }
-            packed.data.withUnsafeBufferPointer { pk in
-                pooled.withUnsafeMutableBufferPointer { pq in
-                    for win in 0..<b {
-                        maxPool2x2(pk.baseAddress! + win * n * 3 * dimOut, ld: 3 * dimOut, height: s, width: sw, channels: dimOut,
-                                   into: pq.baseAddress! + win * nq * dimOut)
-                    }
-                }
-            }
-            q = Tensor(shape: [b * nq, dimOut], data: pooled)
-        }
+        // Each window's q (the first dimOut columns), max-pooled inside the window.
+        let q = poolsQueries ? maxPooled(packed, ld: 3 * dimOut, blocks: b, height: s, width: sw) : nil
         var out = [Float](repeating: 0, count: b * nq * dimOut)
         let hd = dimOut / heads
         packed.data.withUnsafeBufferPointer { pk in

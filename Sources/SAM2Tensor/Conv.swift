@@ -166,29 +166,3 @@ public struct ConvTranspose2x2 {
         return Tensor(shape: [outChannels, 2 * h, 2 * w], data: out)
     }
 }
-
-extension Tensor {
-    /// 2x2 max-pool with stride 2 (floor) over the spatial dims of `[B, H, W, C]` channel-last tokens.
-    public func maxPool2x2ChannelsLast() -> Tensor {
-        let b = shape[0], h = shape[1], w = shape[2], c = shape[3]
-        let ho = h / 2, wo = w / 2
-        var out = [Float](repeating: 0, count: b * ho * wo * c)
-        data.withUnsafeBufferPointer { s in
-            out.withUnsafeMutableBufferPointer { d in
-                for bi in 0..<b {
-                    for y in 0..<ho {
-                        for x in 0..<wo {
-                            let o = ((bi * ho + y) * wo + x) * c
-                            let i00 = ((bi * h + 2 * y) * w + 2 * x) * c
-                            let i01 = i00 + c, i10 = i00 + w * c, i11 = i10 + c
-                            for ch in 0..<c {
-                                d[o + ch] = Swift.max(Swift.max(s[i00 + ch], s[i01 + ch]), Swift.max(s[i10 + ch], s[i11 + ch]))
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        return Tensor(shape: [b, ho, wo, c], data: out)
-    }
-}
