@@ -416,7 +416,9 @@ AVX2 static void layernorm_channels_avx2(float *x, size_t c, size_t hw, size_t s
                 _mm256_storeu_pd(mean + i, _mm256_add_pd(_mm256_loadu_pd(mean + i), _mm256_cvtps_pd(_mm_loadu_ps(row + i))));
             for (; i < np; i++) mean[i] += row[i];
         }
-        for (i = 0; i < np; i++) mean[i] /= (double)c;
+        const __m256d cd = _mm256_set1_pd((double)c);
+        for (i = 0; i + 4 <= np; i += 4) _mm256_storeu_pd(mean + i, _mm256_div_pd(_mm256_loadu_pd(mean + i), cd));
+        for (; i < np; i++) mean[i] /= (double)c;
         for (size_t ch = 0; ch < c; ch++) {
             const float *row = x + ch * stride + p0;
             for (i = 0; i + 4 <= np; i += 4) {
@@ -425,7 +427,15 @@ AVX2 static void layernorm_channels_avx2(float *x, size_t c, size_t hw, size_t s
             }
             for (; i < np; i++) { double d = row[i] - mean[i]; var[i] += d * d; }
         }
-        for (i = 0; i < np; i++) {
+        // Four pixels' statistics at a time (a scalar square root and two divisions per pixel
+        // cost more than the rest when there are only 4 or 16 channels); same operations, same bits.
+        const __m256d one = _mm256_set1_pd(1.0), epsd = _mm256_set1_pd((double)eps);
+        for (i = 0; i + 4 <= np; i += 4) {
+            _mm_storeu_ps(m + i, _mm256_cvtpd_ps(_mm256_loadu_pd(mean + i)));
+            __m256d v = _mm256_add_pd(_mm256_div_pd(_mm256_loadu_pd(var + i), cd), epsd);
+            _mm_storeu_ps(rstd + i, _mm256_cvtpd_ps(_mm256_div_pd(one, _mm256_sqrt_pd(v))));
+        }
+        for (; i < np; i++) {
             m[i] = (float)mean[i];
             rstd[i] = (float)(1.0 / sqrt(var[i] / (double)c + (double)eps));
         }
@@ -574,6 +584,85 @@ void sam2_linear_few_rows(const float *x, size_t rows, size_t in, const float *w
     if (in % 8) { linear_few_rows_generic(x, rows, in, w, bias, o0, o1, out, y); return; }
     DISPATCH(linear_few_rows_avx2(x, rows, in, w, bias, o0, o1, out, y),
              linear_few_rows_generic(x, rows, in, w, bias, o0, o1, out, y));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A 1x1 convolution from a narrow channel-major map to wide token rows (the mask prompt's last
+// projection, 16 → 256 channels): `y[p, o] = bias[o] + Σ_k x[k, p]·w[o, k]`, summed from zero in
+// k order. With `add`, `y = add + that` and, with `then_add`, also `y_c = y + then_add`: the
+// image embedding plus the mask's, and that plus the position encoding, while the rows are in cache.
+
+#define POINTWISE_EPILOGUE(p, o, dense)                                                          \
+    {                                                                                            \
+        float v = (dense);                                                                       \
+        if (add) v = add[(p) * d + (o)] + v;                                                     \
+        y[(p) * d + (o)] = v;                                                                    \
+        if (then_add) y_c[(p) * d + (o)] = v + then_add[(p) * d + (o)];                          \
+    }
+
+static void pointwise_rows_generic(const float *x, size_t xs, size_t n, size_t k, const float *wt, const float *bias,
+                                   size_t d, const float *add, const float *then_add, float *y, float *y_c) {
+    for (size_t p = 0; p < n; p++)
+        for (size_t o = 0; o < d; o++) {
+            float acc = 0;
+            for (size_t j = 0; j < k; j++) acc = fmaf(x[j * xs + p], wt[j * d + o], acc);
+            POINTWISE_EPILOGUE(p, o, bias[o] + acc)
+        }
+}
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+AVX2 static void pointwise_rows_avx2(const float *x, size_t xs, size_t n, size_t k, const float *wt, const float *bias,
+                                     size_t d, const float *add, const float *then_add, float *y, float *y_c) {
+    // Tiles of two pixels x 32 outputs: eight accumulators, four weight loads and two broadcasts
+    // per eight FMAs; the transposed weight (16 x 256 floats) stays in L1.
+    size_t p = 0;
+    for (; p + 2 <= n; p += 2)
+        for (size_t o = 0; o < d; o += 32) {
+            __m256 a[8];
+            for (int j = 0; j < 8; j++) a[j] = _mm256_setzero_ps();
+            for (size_t j = 0; j < k; j++) {
+                const float *wr = wt + j * d + o;
+                __m256 b0 = _mm256_broadcast_ss(x + j * xs + p), b1 = _mm256_broadcast_ss(x + j * xs + p + 1);
+                for (int q = 0; q < 4; q++) {
+                    __m256 wv = _mm256_loadu_ps(wr + 8 * q);
+                    a[q] = _mm256_fmadd_ps(b0, wv, a[q]);
+                    a[4 + q] = _mm256_fmadd_ps(b1, wv, a[4 + q]);
+                }
+            }
+            for (int r = 0; r < 2; r++)
+                for (int q = 0; q < 4; q++) {
+                    const size_t at = (p + r) * d + o + 8 * q;
+                    __m256 v = _mm256_add_ps(_mm256_loadu_ps(bias + o + 8 * q), a[4 * r + q]);
+                    if (add) v = _mm256_add_ps(_mm256_loadu_ps(add + at), v);
+                    _mm256_storeu_ps(y + at, v);
+                    if (then_add) _mm256_storeu_ps(y_c + at, _mm256_add_ps(v, _mm256_loadu_ps(then_add + at)));
+                }
+        }
+    if (p < n) pointwise_rows_generic(x + p, xs, n - p, k, wt, bias, d, add ? add + p * d : NULL,
+                                      then_add ? then_add + p * d : NULL, y + p * d, y_c ? y_c + p * d : NULL);
+}
+#endif
+
+void sam2_pointwise_rows(const float *x, size_t x_stride, size_t n, size_t k, const float *wt, const float *bias, size_t d,
+                         const float *add, const float *then_add, float *y, float *y_c) {
+    if (d % 32) { pointwise_rows_generic(x, x_stride, n, k, wt, bias, d, add, then_add, y, y_c); return; }
+    DISPATCH(pointwise_rows_avx2(x, x_stride, n, k, wt, bias, d, add, then_add, y, y_c),
+             pointwise_rows_generic(x, x_stride, n, k, wt, bias, d, add, then_add, y, y_c));
+}
+
+// ---------------------------------------------------------------------------------------------
+// How many of `n` values exceed `t` (a mask's area at a threshold, for its stability score).
+
+#define COUNT_ABOVE_BODY { size_t c = 0; for (size_t i = 0; i < n; i++) c += x[i] > t; return c; }
+static size_t count_above_generic(const float *x, size_t n, float t) COUNT_ABOVE_BODY
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+AVX2 static size_t count_above_avx2(const float *x, size_t n, float t) COUNT_ABOVE_BODY
+#endif
+
+size_t sam2_count_above(const float *x, size_t n, float t) {
+    size_t c;
+    DISPATCH(c = count_above_avx2(x, n, t), c = count_above_generic(x, n, t));
+    return c;
 }
 
 void sam2_keep_freed_memory(void) {

@@ -1,3 +1,4 @@
+import CKernels
 import SAM2Checkpoint
 import SAM2Tensor
 
@@ -152,10 +153,8 @@ struct MaskDecoder {
     private func selectByStability(_ all: Tensor, _ ious: [Float]) -> (Tensor, [Float]) {
         let best = 1 + argmax(Array(ious[1...]))
         let single = all.rows(0..<1)
-        var inter = 0, union = 0
-        for v in single.data {
-            if v > stabilityDelta { inter += 1 }
-            if v > -stabilityDelta { union += 1 }
+        let (inter, union) = single.data.withUnsafeBufferPointer { p in
+            (sam2_count_above(p.baseAddress!, p.count, stabilityDelta), sam2_count_above(p.baseAddress!, p.count, -stabilityDelta))
         }
         let stability: Float = union > 0 ? Float(inter) / Float(union) : 1
         return stability >= stabilityThresh ? (single, [ious[0]]) : (all.rows(best..<(best + 1)), [ious[best]])

@@ -1,3 +1,4 @@
+import CKernels
 import XCTest
 @testable import SAM2
 @testable import SAM2Tensor
@@ -188,6 +189,15 @@ final class KernelTests: XCTestCase {
             let (src, srcPlusPE) = encoder.denseAdded(to: image, mask: mask)
             XCTAssertEqual(src.data, (image + dense).data, "image + dense at \(side)x\(side)")
             XCTAssertEqual(srcPlusPE.data, (image + dense + encoder.densePETokens).data, "image + dense + PE at \(side)x\(side)")
+        }
+    }
+
+    func testCountAboveMatchesFilter() {
+        // The stability score's mask areas: vector body and scalar tail, ties not counted.
+        let x = random([1003]).data + [0.25, 0.25]
+        for t: Float in [0, 0.25, -0.25, 2] {
+            let counted = x.withUnsafeBufferPointer { sam2_count_above($0.baseAddress!, $0.count, t) }
+            XCTAssertEqual(counted, x.filter { $0 > t }.count, "threshold \(t)")
         }
     }
 
