@@ -32,9 +32,7 @@ struct PromptEncoder {
     let pointEmbeddings: [Tensor]  // 4 x [1, D]: negative, positive, box top-left, box bottom-right
     let notAPointEmbed: Tensor
     let noMaskEmbed: Tensor
-    let maskConv1: Conv2d, maskNorm1: LayerNorm, maskConv2: Conv2d, maskNorm2: LayerNorm
-    /// `mask_downscaling.6`, the 1x1 projection to `embedDim`, as its transposed weight `[16, D]` and bias.
-    let maskProjectionT: Tensor, maskProjectionBias: Tensor
+    let maskConv1: Conv2d, maskNorm1: LayerNorm, maskConv2: Conv2d, maskNorm2: LayerNorm, maskConv3: Conv2d
     /// `get_dense_pe()`, computed once, and as `[HW, D]` token rows for the mask decoder.
     let densePE: Tensor, densePETokens: Tensor
     /// The dense embedding without a mask prompt: `no_mask_embed` at every position.
@@ -53,9 +51,7 @@ struct PromptEncoder {
         maskNorm1 = try LayerNorm(w, "\(m).1", maskInChans / 4, eps: 1e-6)
         maskConv2 = try Conv2d(w, "\(m).3", maskInChans / 4, maskInChans, kernel: 2, stride: 2)
         maskNorm2 = try LayerNorm(w, "\(m).4", maskInChans, eps: 1e-6)
-        let projection = try Conv2d(w, "\(m).6", maskInChans, embedDim, kernel: 1)
-        maskProjectionT = projection.weight.reshaped([embedDim, maskInChans]).transposed()
-        maskProjectionBias = projection.bias!
+        maskConv3 = try Conv2d(w, "\(m).6", maskInChans, embedDim, kernel: 1)
         densePE = pe.dense(height: embeddingSize, width: embeddingSize)
         densePETokens = densePE.chwToTokens()
         noMaskDenseTokens = Tensor(zeros: [embeddingSize * embeddingSize, embedDim]).addingRow(noMaskEmbed.data)
@@ -82,9 +78,9 @@ struct PromptEncoder {
             withPE.withUnsafeMutableBufferPointer { w in
                 Tensor.withPointers([image, densePETokens]) { p in
                     let (sp, wp) = (o.baseAddress!, w.baseAddress!)
-                    forEachMaskEmbeddingBand(mask) { tokens, project in
+                    forEachMaskEmbeddingBand(mask) { tokens, dense in
                         let at = tokens.lowerBound * embedDim
-                        project(p[0] + at, p[1] + at, sp + at, wp + at)
+                        sam2_add_then_add(sp + at, wp + at, p[0] + at, dense, p[1] + at, tokens.count * embedDim)
                     }
                 }
             }
@@ -117,20 +113,18 @@ struct PromptEncoder {
         let count = embeddingSize * embeddingSize * embedDim
         var out = [Float](unsafeUninitializedCapacity: count) { _, n in n = count }
         out.withUnsafeMutableBufferPointer { o in
-            forEachMaskEmbeddingBand(mask) { tokens, project in
-                project(nil, nil, o.baseAddress! + tokens.lowerBound * embedDim, nil)
+            forEachMaskEmbeddingBand(mask) { tokens, dense in
+                (o.baseAddress! + tokens.lowerBound * embedDim).update(from: dense, count: tokens.count * embedDim)
             }
         }
         return Tensor(shape: [embeddingSize * embeddingSize, embedDim], data: out)
     }
 
     /// `mask_downscaling` (two 2x2 stride-2 convolutions with LayerNorm2d and GELU, then a 1x1
-    /// projection) band by band: `body` gets each band's token rows and a function that writes
-    /// their embedding, `project(add, thenAdd, y, yC)`: `y = add + embedding` (or the embedding alone)
-    /// and `yC = y + thenAdd`, while the band is in cache. Every output pixel sees only its own 4x4
-    /// patch of the mask, so bands of embedding rows are independent tasks on all cores: 256 tokens
-    /// each (four rows at 1024), the row slabs of the whole-map projection.
-    private func forEachMaskEmbeddingBand(_ mask: Tensor, _ body: (Range<Int>, Projection) -> Void) {
+    /// projection), handing each band of token rows to `body` while it is in cache. Every output
+    /// pixel sees only its own 4x4 patch of the mask, so bands of embedding rows are independent
+    /// tasks on all cores: 256 tokens each (four rows at 1024), the row slabs of the whole-map projection.
+    private func forEachMaskEmbeddingBand(_ mask: Tensor, _ body: (Range<Int>, UnsafePointer<Float>) -> Void) {
         let side = embeddingSize, maskSide = maskInputSize, band = max(1, 256 / side)
         precondition(mask.shape == [1, maskSide, maskSide], "mask prompt \(mask.shape), expected [1, \(maskSide), \(maskSide)]")
         Parallelism.independentTasks((side + band - 1) / band) { t in
@@ -140,16 +134,7 @@ struct PromptEncoder {
             x = maskNorm1.channels(x, thenGELU: true)
             x = maskConv2(x)
             x = maskNorm2.channels(x, thenGELU: true)
-            let pixels = rows * side, channels = x.shape[0]
-            Tensor.withPointers([x, maskProjectionT, maskProjectionBias]) { p in
-                body((y0 * side)..<((y0 + rows) * side)) { add, thenAdd, y, yC in
-                    sam2_pointwise_rows(p[0], pixels, pixels, channels, p[1], p[2], embedDim, add, thenAdd, y, yC)
-                }
-            }
+            maskConv3.tokens(x).data.withUnsafeBufferPointer { body((y0 * side)..<((y0 + rows) * side), $0.baseAddress!) }
         }
     }
-
-    /// See `forEachMaskEmbeddingBand`.
-    private typealias Projection = (_ add: UnsafePointer<Float>?, _ thenAdd: UnsafePointer<Float>?,
-                                    _ y: UnsafeMutablePointer<Float>, _ yC: UnsafeMutablePointer<Float>?) -> Void
 }

@@ -44,15 +44,6 @@ void sam2_linear_few_rows(const float *x, size_t rows, size_t in, const float *w
                           size_t o0, size_t o1, size_t out, float *y);
 #endif
 
-#ifndef SAM2_CKERNELS_POINTWISE
-#define SAM2_CKERNELS_POINTWISE
-/// A 1x1 convolution of a narrow channel-major map `x` (`k` channel rows `x_stride` apart, `n`
-/// pixels) to token rows `y[p, o] = bias[o] + Σ_j x[j, p]·wt[j, o]` (`wt` is the weight
-/// transposed, `[k, d]`); with `add`, `y = add + that`, and with `then_add`, `y_c = y + then_add`.
-void sam2_pointwise_rows(const float *x, size_t x_stride, size_t n, size_t k, const float *wt, const float *bias, size_t d,
-                         const float *add, const float *then_add, float *y, float *y_c);
-#endif
-
 #ifndef SAM2_CKERNELS_COUNT
 #define SAM2_CKERNELS_COUNT
 /// How many of `n` values are greater than `t`.
