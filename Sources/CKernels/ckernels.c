@@ -68,6 +68,20 @@ static void softmax_rows_generic(float *x, size_t rows, size_t n) {
     }
 }
 
+static void softmax_interleaved_generic(float *x, size_t rows, size_t groups, size_t count) {
+    size_t n = groups * count;
+    for (size_t r = 0; r < rows; r++) {
+        for (size_t g = 0; g < groups; g++) {
+            float *p = x + r * n + g, m = p[0];
+            for (size_t j = 1; j < count; j++) m = p[j * groups] > m ? p[j * groups] : m;
+            float s = 0;
+            for (size_t j = 0; j < count; j++) { float e = exp_poly(p[j * groups] - m); p[j * groups] = e; s += e; }
+            float inv = 1.0f / s;
+            for (size_t j = 0; j < count; j++) p[j * groups] *= inv;
+        }
+    }
+}
+
 static void online_generic(float *s, size_t rows, size_t n, size_t lds,
                            float *m, float *l, float *o, size_t ldo, size_t dv) {
     for (size_t r = 0; r < rows; r++) {
@@ -196,6 +210,31 @@ AVX2 static void softmax_rows_avx2(float *x, size_t rows, size_t n) {
     }
 }
 
+/// Eight interleaved groups: each of a row's `count` runs of 8 values holds one value of every
+/// group, so the groups are the lanes and every step is one vector operation. Sums go in
+/// `softmax_short_rows_avx2`'s order, so each group gets the bits that a contiguous row would.
+AVX2 static void softmax_interleaved_avx2(float *x, size_t rows, size_t groups, size_t count) {
+    if (groups != 8) { softmax_interleaved_generic(x, rows, groups, count); return; }
+    for (size_t r = 0; r < rows; r++) {
+        float *p = x + r * 8 * count;
+        __m256 m = _mm256_loadu_ps(p);
+        for (size_t j = 1; j < count; j++) m = _mm256_max_ps(m, _mm256_loadu_ps(p + 8 * j));
+        for (size_t j = 0; j < count; j++) _mm256_storeu_ps(p + 8 * j, exp8(_mm256_sub_ps(_mm256_loadu_ps(p + 8 * j), m)));
+        __m256 s = _mm256_setzero_ps();
+        size_t j = 0;
+        if (count >= 8) {
+#define E(i) _mm256_loadu_ps(p + 8 * (i))
+            s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(E(0), E(4)), _mm256_add_ps(E(2), E(6))),
+                              _mm256_add_ps(_mm256_add_ps(E(1), E(5)), _mm256_add_ps(E(3), E(7))));
+#undef E
+            j = 8;
+        }
+        for (; j < count; j++) s = _mm256_add_ps(s, _mm256_loadu_ps(p + 8 * j));
+        __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), s);
+        for (size_t j = 0; j < count; j++) _mm256_storeu_ps(p + 8 * j, _mm256_mul_ps(_mm256_loadu_ps(p + 8 * j), inv));
+    }
+}
+
 AVX2 static void online_avx2(float *s, size_t rows, size_t n, size_t lds,
                              float *m, float *l, float *o, size_t ldo, size_t dv) {
     for (size_t r = 0; r < rows; r++) {
@@ -258,6 +297,10 @@ static int has_avx2(void) {
 
 void sam2_softmax_rows(float *x, size_t rows, size_t n) {
     DISPATCH(softmax_rows_avx2(x, rows, n), softmax_rows_generic(x, rows, n));
+}
+
+void sam2_softmax_interleaved(float *x, size_t rows, size_t groups, size_t count) {
+    DISPATCH(softmax_interleaved_avx2(x, rows, groups, count), softmax_interleaved_generic(x, rows, groups, count));
 }
 
 void sam2_gelu(float *x, size_t n) {

@@ -63,43 +63,140 @@ struct ProjectedAttention {
         return outProj(Tensor(shape: [nq, inner], data: out))
     }
 
+    /// Tokens reading an image whose key and value projections are a frame's part (columns
+    /// `keysColumn` and `valuesColumn` on of `frame`, `[HW, n]`) plus a click's dense term. Per head,
+    /// the keys' term drops out or folds into the queries: its bias is the same for every key, which
+    /// the softmax ignores, and `q_h·(m Mₖ,hᵀ)ᵀ = (q_h Mₖ,h)·mᵀ`, a second set of queries against the
+    /// mask channels `m`; the values' term is applied after attending, as each softmax row sums to
+    /// one: `P·(m Mᵥ,hᵀ + b) = (P·m)·Mᵥ,hᵀ + b`.
+    func tokensReadingProjected(_ q: Tensor, frame: Tensor, keysColumn: Int, valuesColumn: Int, dense: DenseTerm) -> Tensor {
+        let nq = q.shape[0], nk = frame.shape[0], ld = frame.shape[1], inner = internalDim, hd = inner / heads
+        let keyTerm = dense.columns(keysColumn..<(keysColumn + inner)), valueTerm = dense.columns(valuesColumn..<(valuesColumn + inner))
+        let e = dense.channels == nil ? 0 : dense.weight.shape[1], width = hd + e
+        let qp = qProj(q).data
+        var qh = [Float](repeating: 0, count: heads * nq * hd)    // each head's queries in turn
+        var qm = [Float](repeating: 0, count: heads * nq * e)     // q_h Mₖ,h
+        for h in 0..<heads {
+            for r in 0..<nq {
+                let row = (h * nq + r)
+                for d in 0..<hd { qh[row * hd + d] = qp[r * inner + h * hd + d] }
+                for c in 0..<e {
+                    var acc: Float = 0
+                    for d in 0..<hd { acc += qh[row * hd + d] * keyTerm.weight.data[(h * hd + d) * e + c] }
+                    qm[row * e + c] = acc
+                }
+            }
+        }
+        var attended = [Float](repeating: 0, count: heads * nq * width)  // [P·v_h | P·m]
+        Tensor.withPointers([frame] + (dense.channels.map { [$0] } ?? [])) { p in
+            qm.withUnsafeBufferPointer { qmp in
+                Attention.fewQueries(q: qh, rows: nq, keys: p[0] + keysColumn, keyPE: nil, values: p[0] + valuesColumn, count: nk,
+                                     dim: hd, valueDim: hd, heads: heads, ldk: ld, ldv: ld,
+                                     extra: e == 0 ? nil : (qmp.baseAddress!, p[1], e), scale: 1 / Float(hd).squareRoot(),
+                                     into: &attended)
+            }
+        }
+        var out = [Float](repeating: 0, count: nq * inner)
+        for h in 0..<heads {
+            for r in 0..<nq {
+                let a = (h * nq + r) * width
+                for d in 0..<hd {
+                    var acc = attended[a + d] + valueTerm.bias.data[h * hd + d]
+                    for c in 0..<e { acc += attended[a + hd + c] * valueTerm.weight.data[(h * hd + d) * e + c] }
+                    out[r * inner + h * hd + d] = acc
+                }
+            }
+        }
+        return outProj(Tensor(shape: [nq, inner], data: out))
+    }
+
     /// The image reading the tokens, with the block's residual and norm: `norm(image + self(q: imagePlusPE,
     /// k: k, v: v))`, returned with that plus `imagePE`. Per head, scores `(q Wq,hᵀ + bq,h)·k_hᵀ = q·(Wq,hᵀ k_hᵀ) + bq,h·k_hᵀ`,
     /// and the output projection distributes over heads: `Σ_h P_h·(v_h Wₒ,hᵀ) + bₒ`. So the image
     /// side sees two linears, `[4096, dim] → [4096, heads·nk]` and back, instead of four
     /// `[4096, dim]` projections: a feed-forward layer whose activation is a softmax over each
-    /// head's `nk` scores.
+    /// head's `nk` scores. Those are laid out token by token with the heads interleaved (column
+    /// `j·heads + h`), so the softmax runs across heads in vector lanes.
     func imageReadingTokens(_ image: Tensor, imagePlusPE: Tensor, imagePE: Tensor, k: Tensor, v: Tensor,
                             norm: LayerNorm) -> (y: Tensor, yPlusPE: Tensor) {
-        let nk = k.shape[0], dim = qProj.weight.shape[1], inner = internalDim, hd = inner / heads
-        let outDim = outProj.outDim, width = heads * nk
-        let kp = kProj(k), vp = vProj(v)
+        let nk = k.shape[0], dim = qProj.weight.shape[1], inner = internalDim, hd = inner / heads, width = heads * nk
+        let kp = kProj(k)
         let scale = 1 / Float(hd).squareRoot()
-        var scoreWeight = [Float](repeating: 0, count: width * dim)   // rows h·nk+j: scale · k_h[j] Wq,h
+        var scoreWeight = [Float](repeating: 0, count: width * dim)   // rows j·heads+h: scale · k_h[j] Wq,h
         var scoreBias = [Float](repeating: 0, count: width)           // scale · bq,h·k_h[j]
-        var valueWeight = [Float](repeating: 0, count: outDim * width)  // [outDim, heads·nk]: Wₒ,h v_hᵀ
-        Tensor.withPointers([kp, vp, qProj.weight, qProj.bias!, outProj.weight]) { p in
-            let (kpp, vpp, wq, bq, wo) = (p[0], p[1], p[2], p[3], p[4])
+        Tensor.withPointers([kp, qProj.weight, qProj.bias!]) { p in
+            let (kpp, wq, bq) = (p[0], p[1], p[2])
             scoreWeight.withUnsafeMutableBufferPointer { sw in
-                valueWeight.withUnsafeMutableBufferPointer { vw in
-                    for h in 0..<heads {
-                        GEMM.sgemm(m: nk, n: dim, k: hd, alpha: scale, a: kpp + h * hd, lda: inner, b: wq + h * hd * dim, ldb: dim,
-                                   c: sw.baseAddress! + h * nk * dim, ldc: dim)
-                        GEMM.sgemm(transB: true, m: outDim, n: nk, k: hd, a: wo + h * hd, lda: inner, b: vpp + h * hd, ldb: inner,
-                                   c: vw.baseAddress! + h * nk, ldc: width)
-                        for j in 0..<nk {
-                            var acc: Float = 0
-                            for d in 0..<hd { acc += bq[h * hd + d] * kpp[j * inner + h * hd + d] }
-                            scoreBias[h * nk + j] = scale * acc
-                        }
+                for h in 0..<heads {
+                    GEMM.sgemm(m: nk, n: dim, k: hd, alpha: scale, a: kpp + h * hd, lda: inner, b: wq + h * hd * dim, ldb: dim,
+                               c: sw.baseAddress! + h * dim, ldc: heads * dim)
+                    for j in 0..<nk {
+                        var acc: Float = 0
+                        for d in 0..<hd { acc += bq[h * hd + d] * kpp[j * inner + h * hd + d] }
+                        scoreBias[j * heads + h] = scale * acc
                     }
                 }
             }
         }
         return FeedForward.postNormSoftmaxResidual(
             image, xPlusPE: imagePlusPE, pe: imagePE, w1: Tensor(shape: [width, dim], data: scoreWeight),
-            b1: Tensor(shape: [width], data: scoreBias), softmaxGroup: nk, w2: Tensor(shape: [outDim, width], data: valueWeight),
+            b1: Tensor(shape: [width], data: scoreBias), softmaxGroups: heads, w2: valueWeight(vProj(v)),
             b2: outProj.bias!, normWeight: norm.weight, normBias: norm.bias, eps: norm.eps)
+    }
+
+    /// The same when the image's query projection is a frame's part (column `queriesColumn` on of
+    /// `frame`, `[HW, n]`) plus a click's dense term: per head, scores `scale · q_h·k_hᵀ` are one
+    /// product of the frame's part with a block-diagonal `[heads·nk, inner]` weight (the keys
+    /// `scale · k_h` in head h's columns; rows interleaved like the scores), plus that weight times
+    /// the dense term's (a product over the mask channels, and a bias).
+    func imageReadingTokens(_ image: Tensor, frame: Tensor, queriesColumn: Int, dense: DenseTerm, imagePE: Tensor,
+                            k: Tensor, v: Tensor, norm: LayerNorm) -> (y: Tensor, yPlusPE: Tensor) {
+        let nk = k.shape[0], inner = internalDim, hd = inner / heads, width = heads * nk, ld = frame.shape[1]
+        precondition(frame.shape[0] == image.shape[0] && queriesColumn + inner <= ld)
+        let term = dense.columns(queriesColumn..<(queriesColumn + inner)), e = dense.channels == nil ? 0 : term.weight.shape[1]
+        let kp = kProj(k).data, scale = 1 / Float(hd).squareRoot()
+        var keys = Tensor(zeros: [width, inner])
+        for h in 0..<heads {
+            for j in 0..<nk {
+                for d in 0..<hd { keys.data[(j * heads + h) * inner + h * hd + d] = scale * kp[j * inner + h * hd + d] }
+            }
+        }
+        let channelWeight = GEMM.matmul(keys, term.weight)                            // [width, e]
+        let bias = GEMM.linear(term.bias.reshaped([1, inner]), weight: keys, bias: nil)  // [1, width]
+        return Tensor.withPointers([frame, keys, channelWeight, bias] + (dense.channels.map { [$0] } ?? [])) { p in
+            FeedForward.postNormSoftmaxResidual(image, pe: imagePE, softmaxGroups: heads, w2: valueWeight(vProj(v)), b2: outProj.bias!,
+                                                normWeight: norm.weight, normBias: norm.bias, eps: norm.eps) { r0, n, scores in
+                for r in 0..<n { (scores + r * width).update(from: p[3], count: width) }
+                GEMM.sgemm(transB: true, m: n, n: width, k: inner, a: p[0] + r0 * ld + queriesColumn, lda: ld, b: p[1], ldb: inner,
+                           beta: 1, c: scores, ldc: width, serial: true)
+                if e > 0 {
+                    GEMM.sgemm(transB: true, m: n, n: width, k: e, a: p[4] + r0 * e, lda: e, b: p[2], ldb: e,
+                               beta: 1, c: scores, ldc: width, serial: true)
+                }
+            }
+        }
+    }
+
+    /// `[outDim, heads·nk]`: `Wₒ,h v_hᵀ` per head, the output projection folded into the values `vp`
+    /// `[nk, inner]`; columns interleaved like the scores (`j·heads + h`).
+    private func valueWeight(_ vp: Tensor) -> Tensor {
+        let nk = vp.shape[0], inner = internalDim, hd = inner / heads, outDim = outProj.outDim, width = heads * nk
+        var byHead = [Float](repeating: 0, count: outDim * width)  // columns h·nk + j
+        Tensor.withPointers([vp, outProj.weight]) { p in
+            byHead.withUnsafeMutableBufferPointer { vw in
+                for h in 0..<heads {
+                    GEMM.sgemm(transB: true, m: outDim, n: nk, k: hd, a: p[1] + h * hd, lda: inner, b: p[0] + h * hd, ldb: inner,
+                               c: vw.baseAddress! + h * nk, ldc: width)
+                }
+            }
+        }
+        var valueWeight = [Float](repeating: 0, count: outDim * width)
+        for o in 0..<outDim {
+            for h in 0..<heads {
+                for j in 0..<nk { valueWeight[o * width + j * heads + h] = byHead[o * width + h * nk + j] }
+            }
+        }
+        return Tensor(shape: [outDim, width], data: valueWeight)
     }
 }
 

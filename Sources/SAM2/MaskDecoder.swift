@@ -65,19 +65,19 @@ struct MaskDecoder {
         useMultimaskTokenForObjPtr = c.useMultimaskTokenForObjPtr
     }
 
-    /// `src`: the frame's embedding plus the dense prompt embedding, `srcPlusPE` that plus
-    /// `imagePETokens`, all `[hw, D]` tokens of the square embedding; `sparse`: `[T, D]`;
-    /// `highRes`: (s0, s1) already projected.
-    func callAsFunction(src: Tensor, srcPlusPE: Tensor, imagePETokens: Tensor, sparse: Tensor,
+    /// `image`: the frame's embedding plus the dense prompt embedding (`src`), `[hw, D]` tokens of the
+    /// square embedding, with that plus `imagePETokens` or the first block's projections of it;
+    /// `sparse`: `[T, D]`; `highRes`: (s0, s1) already projected.
+    func callAsFunction(image: TwoWayImage, imagePETokens: Tensor, sparse: Tensor,
                         multimask: Bool, highRes: (s0: Tensor, s1: Tensor)?) -> MaskDecoderOutput {
-        let h = Int(Double(src.shape[0]).squareRoot()), w = h
-        precondition(h * w == src.shape[0] && src.shape == srcPlusPE.shape && src.shape == imagePETokens.shape)
+        let src = image.tokens, h = Int(Double(src.shape[0]).squareRoot()), w = h
+        precondition(h * w == src.shape[0] && src.shape == imagePETokens.shape)
         var outputTokens = [iouToken, maskTokens]
         if let objScoreToken { outputTokens.insert(objScoreToken, at: 0) }
         let s = objScoreToken == nil ? 0 : 1
         let tokens = Tensor.concatRows(outputTokens + [sparse])
 
-        let (hs, srcOut) = transformer(image: src, imagePlusPE: srcPlusPE, imagePE: imagePETokens, points: tokens,
+        let (hs, srcOut) = transformer(image: image, imagePE: imagePETokens, points: tokens,
                                        outputTokens: s + 1 + numMaskTokens)
 
         // One hypernetwork per mask token turns it into weights over the upscaled channels; with the

@@ -78,7 +78,7 @@ struct PromptEncoder {
             withPE.withUnsafeMutableBufferPointer { w in
                 Tensor.withPointers([image, densePETokens]) { p in
                     let (sp, wp) = (o.baseAddress!, w.baseAddress!)
-                    forEachMaskEmbeddingBand(mask) { tokens, dense in
+                    forEachMaskEmbeddingBand(mask) { tokens, dense, _ in
                         let at = tokens.lowerBound * embedDim
                         sam2_add_then_add(sp + at, wp + at, p[0] + at, dense, p[1] + at, tokens.count * embedDim)
                     }
@@ -87,6 +87,53 @@ struct PromptEncoder {
             c = n
         }
         return (Tensor(shape: image.shape, data: src), Tensor(shape: image.shape, data: withPE))
+    }
+
+    /// A linear map `x·Wᵀ + b` of the dense embedding, folded through what makes it: rows of
+    /// `no_mask_embed·Wᵀ + b` without a mask prompt; with one, `m·(W·W₃)ᵀ + (W·b₃ + b)` on the mask
+    /// path's channels `m` before its last (1x1) convolution `W₃, b₃`: a product over those 16
+    /// channels instead of D.
+    struct DenseProjection {
+        let noMask: Tensor      // [n]
+        let maskWeight: Tensor  // [n, 16]
+        let maskBias: Tensor    // [n]
+
+        /// The term a click adds: with a mask prompt, its `[hw, 16]` channels.
+        func term(channels: Tensor?) -> DenseTerm {
+            DenseTerm(bias: channels == nil ? noMask : maskBias, weight: maskWeight, channels: channels)
+        }
+    }
+
+    func folding(weight: Tensor, bias: Tensor) -> DenseProjection {
+        let w3 = maskConv3.weight.reshaped([embedDim, maskConv3.weight.shape[1]]), n = weight.shape[0]
+        return DenseProjection(noMask: GEMM.linear(noMaskEmbed, weight: weight, bias: bias).reshaped([n]),
+                               maskWeight: GEMM.matmul(weight, w3),
+                               maskBias: GEMM.linear(maskConv3.bias!.reshaped([1, embedDim]), weight: weight, bias: bias).reshaped([n]))
+    }
+
+    /// `src` (the frame's embedding plus the dense embedding) for the decoder's projected first
+    /// block, with a mask prompt's channels before its last convolution as `[hw, 16]` tokens, which
+    /// that block takes through `DenseProjection`s instead of the 256-wide dense embedding.
+    func denseAddedWithChannels(to image: Tensor, mask: Tensor?) -> (src: Tensor, channels: Tensor?) {
+        guard let mask else { return (image.addingRow(noMaskEmbed.data), nil) }
+        precondition(image.shape == densePETokens.shape, "image embedding \(image.shape), expected \(densePETokens.shape)")
+        let c = maskConv3.weight.shape[1], hw = image.shape[0]
+        var channels = [Float](unsafeUninitializedCapacity: hw * c) { _, n in n = hw * c }
+        let src = [Float](unsafeUninitializedCapacity: image.count) { o, n in
+            channels.withUnsafeMutableBufferPointer { ch in
+                image.data.withUnsafeBufferPointer { ip in
+                    forEachMaskEmbeddingBand(mask) { tokens, dense, m in
+                        let at = tokens.lowerBound
+                        sam2_add(o.baseAddress! + at * embedDim, ip.baseAddress! + at * embedDim, dense, tokens.count * embedDim)
+                        for t in 0..<tokens.count {
+                            for j in 0..<c { ch[(at + t) * c + j] = m[j * tokens.count + t] }
+                        }
+                    }
+                }
+            }
+            n = image.count
+        }
+        return (Tensor(shape: image.shape, data: src), Tensor(shape: [hw, c], data: channels))
     }
 
     /// The points' `[N+1, D]` sparse tokens.
@@ -113,7 +160,7 @@ struct PromptEncoder {
         let count = embeddingSize * embeddingSize * embedDim
         var out = [Float](unsafeUninitializedCapacity: count) { _, n in n = count }
         out.withUnsafeMutableBufferPointer { o in
-            forEachMaskEmbeddingBand(mask) { tokens, dense in
+            forEachMaskEmbeddingBand(mask) { tokens, dense, _ in
                 (o.baseAddress! + tokens.lowerBound * embedDim).update(from: dense, count: tokens.count * embedDim)
             }
         }
@@ -121,10 +168,11 @@ struct PromptEncoder {
     }
 
     /// `mask_downscaling` (two 2x2 stride-2 convolutions with LayerNorm2d and GELU, then a 1x1
-    /// projection), handing each band of token rows to `body` while it is in cache. Every output
+    /// projection), handing each band of token rows to `body` while it is in cache, with the
+    /// band's channels before the projection (`[16, tokens]`). Every output
     /// pixel sees only its own 4x4 patch of the mask, so bands of embedding rows are independent
     /// tasks on all cores: 256 tokens each (four rows at 1024), the row slabs of the whole-map projection.
-    private func forEachMaskEmbeddingBand(_ mask: Tensor, _ body: (Range<Int>, UnsafePointer<Float>) -> Void) {
+    private func forEachMaskEmbeddingBand(_ mask: Tensor, _ body: (Range<Int>, UnsafePointer<Float>, UnsafePointer<Float>) -> Void) {
         let side = embeddingSize, maskSide = maskInputSize, band = max(1, 256 / side)
         precondition(mask.shape == [1, maskSide, maskSide], "mask prompt \(mask.shape), expected [1, \(maskSide), \(maskSide)]")
         Parallelism.independentTasks((side + band - 1) / band) { t in
@@ -134,7 +182,7 @@ struct PromptEncoder {
             x = maskNorm1.channels(x, thenGELU: true)
             x = maskConv2(x)
             x = maskNorm2.channels(x, thenGELU: true)
-            maskConv3.tokens(x).data.withUnsafeBufferPointer { body((y0 * side)..<((y0 + rows) * side), $0.baseAddress!) }
+            Tensor.withPointers([maskConv3.tokens(x), x]) { body((y0 * side)..<((y0 + rows) * side), $0[0], $0[1]) }
         }
     }
 }

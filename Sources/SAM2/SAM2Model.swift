@@ -21,6 +21,8 @@ public final class SAM2Model {
     let noMemEmbed: Tensor, noMemPosEnc: Tensor  // [1, 1, C]
     let noObjPtr: Tensor?            // [1, C]
     let noObjEmbedSpatial: Tensor?   // [1, memDim]
+    /// The dense prompt embedding's part of the mask decoder's first image-side projections.
+    let denseFirstBlockProjection: PromptEncoder.DenseProjection
 
     /// Sees every module call's outputs, named like the official modules and their outputs
     /// (`image_encoder`: `backbone_fpn.0`, …; `mask_decoder`: `out0`…`out3`): layer-by-layer parity tests hook here.
@@ -67,6 +69,8 @@ public final class SAM2Model {
         let embSize = c.imageSize / c.backboneStride
         promptEncoder = try PromptEncoder(w, "sam_prompt_encoder", embedDim: hiddenDim, embeddingSize: embSize, inputImageSize: c.imageSize)
         maskDecoder = try MaskDecoder(w, "sam_mask_decoder", dim: hiddenDim, config: c)
+        let firstBlock = maskDecoder.transformer.firstBlockProjection
+        denseFirstBlockProjection = promptEncoder.folding(weight: firstBlock.weight, bias: firstBlock.bias)
         if c.useObjPtrsInEncoder {
             objPtrProj = c.useMlpForObjPtrProj
                 ? try MLP(w, "obj_ptr_proj", input: hiddenDim, hidden: hiddenDim, output: hiddenDim, numLayers: 3)
@@ -124,9 +128,10 @@ public final class SAM2Model {
     }
 
     /// `_forward_sam_heads`: prompt encoder + mask decoder on (memory-conditioned) frame features,
-    /// given as `[HW, C]` tokens.
+    /// given as `[HW, C]` tokens. `frameProjections`: the features' `firstBlockProjections`, when
+    /// they are kept for repeated clicks.
     func forwardSAMHeads(_ features: Tensor, points: PointPrompt?, maskInputs: Tensor?,
-                         highRes: (s0: Tensor, s1: Tensor)?, multimask: Bool) -> SAMOutput {
+                         highRes: (s0: Tensor, s1: Tensor)?, multimask: Bool, frameProjections: Tensor? = nil) -> SAMOutput {
         // No clicks: a single padding point (label -1).
         let pts = points ?? PointPrompt(coords: [(0, 0)], labels: [-1])
         var maskPrompt: Tensor? = nil
@@ -137,8 +142,15 @@ public final class SAM2Model {
         }
         let (sparse, dec) = timed("mask_decoder") { () -> (Tensor, MaskDecoderOutput) in
             let sparse = promptEncoder.sparseTokens(pts)
-            let (src, srcPlusPE) = promptEncoder.denseAdded(to: features, mask: maskPrompt)
-            return (sparse, maskDecoder(src: src, srcPlusPE: srcPlusPE, imagePETokens: promptEncoder.densePETokens, sparse: sparse,
+            let image: TwoWayImage
+            if let frameProjections {
+                let (src, channels) = promptEncoder.denseAddedWithChannels(to: features, mask: maskPrompt)
+                image = .projected(src, frame: frameProjections, dense: denseFirstBlockProjection.term(channels: channels))
+            } else {
+                let (src, srcPlusPE) = promptEncoder.denseAdded(to: features, mask: maskPrompt)
+                image = .tokens(src, plusPE: srcPlusPE)
+            }
+            return (sparse, maskDecoder(image: image, imagePETokens: promptEncoder.densePETokens, sparse: sparse,
                                         multimask: multimask, highRes: highRes))
         }
         if let trace {  // the dense embedding on its own, which the decoder's path never forms

@@ -34,6 +34,8 @@ final class SharedFrameWork {
     var memoryEncoderPixels: Tensor?
     /// The frame plus `no_mem_embed`: what every object's clicks on an initial conditioning frame see.
     var noMemoryPixels: Tensor?
+    /// The mask decoder's first image-side projections of `noMemoryPixels`, which every such click reuses.
+    var noMemoryProjections: Tensor?
 
     /// The slot's value, computed the first time it is asked for.
     func value(_ slot: ReferenceWritableKeyPath<SharedFrameWork, Tensor?>, _ compute: () -> Tensor) -> Tensor {
@@ -71,8 +73,15 @@ extension SAM2Model {
         } else {
             let pix = conditionOnMemory(frameIndex: frameIndex, isInitCondFrame: isInitCondFrame, features: f,
                                         memory: memory, numFrames: numFrames, reverse: reverse)
+            // Clicks on an initial conditioning frame see only the frame, and are often many:
+            // the part of the decoder's work that only the frame decides is done once.
+            let frameOnly = isInitCondFrame && config.numMaskmem > 0 && config.directlyAddNoMemEmbed
+            let projections = !frameOnly ? nil : f.shared.value(\.noMemoryProjections) {
+                maskDecoder.transformer.firstBlockProjections(image: pix, imagePE: promptEncoder.densePETokens)
+            }
             sam = forwardSAMHeads(pix, points: points, maskInputs: previousMaskLogits ?? maskInputs, highRes: f.highRes,
-                                  multimask: useMultimask(isInitCondFrame: isInitCondFrame, points: points))
+                                  multimask: useMultimask(isInitCondFrame: isInitCondFrame, points: points),
+                                  frameProjections: projections)
         }
         var out = StepOutput(lowResMasks: sam.lowResMasks, objPtr: sam.objPtr,
                              objectScoreLogit: sam.objectScoreLogit, maskmemFeatures: nil)

@@ -1,5 +1,34 @@
 import SAM2Tensor
 
+/// The image side of a two-way block: its tokens and those plus PE; or, on the first block for
+/// clicks on a frame that sees nothing but itself, its tokens (`src`), the block's image-side
+/// projections of the frame (`TwoWayTransformer.firstBlockProjections`, computed once per frame)
+/// and the dense prompt embedding's part of them.
+enum TwoWayImage {
+    case tokens(Tensor, plusPE: Tensor)
+    case projected(Tensor, frame: Tensor, dense: DenseTerm)
+
+    var tokens: Tensor {
+        switch self {
+        case let .tokens(t, _), let .projected(t, _, _): return t
+        }
+    }
+}
+
+/// The dense prompt embedding's part of linear maps of the image tokens (see
+/// `PromptEncoder.DenseProjection`): `bias` on every token, plus with a mask prompt
+/// `channels·weightᵀ`, its `[HW, c]` channels before the last convolution through a `[n, c]` weight.
+struct DenseTerm {
+    let bias: Tensor       // [n]
+    let weight: Tensor     // [n, c]
+    let channels: Tensor?  // [HW, c]
+
+    /// The term of output columns `r` only.
+    func columns(_ r: Range<Int>) -> DenseTerm {
+        DenseTerm(bias: Tensor(shape: [r.count], data: Array(bias.data[r])), weight: weight.rows(r), channels: channels)
+    }
+}
+
 /// One `TwoWayAttentionBlock`: token self-attention, tokens → image, MLP, image → tokens.
 struct TwoWayAttentionBlock {
     let selfAttn: ProjectedAttention
@@ -21,9 +50,13 @@ struct TwoWayAttentionBlock {
         self.skipFirstLayerPE = skipFirstLayerPE
     }
 
-    /// `keysPE` is `keys + keyPE`, which both cross-attentions read: it is formed once, with the keys.
-    func callAsFunction(queries: Tensor, keys: Tensor, keysPE: Tensor, queryPE: Tensor,
-                        keyPE: Tensor) -> (queries: Tensor, keys: Tensor, keysPE: Tensor) {
+    /// The image-side projections, in the column order of `.projected`: token → image keys (which
+    /// read image + PE) and values (image), image → token queries (image + PE).
+    var imageSideProjections: [Linear] { [crossTokenToImage.kProj, crossTokenToImage.vProj, crossImageToToken.qProj] }
+
+    /// Returns the new queries, image tokens, and those plus `keyPE` (which both cross-attentions of
+    /// the next block read: formed once, with the tokens).
+    func callAsFunction(queries: Tensor, image: TwoWayImage, queryPE: Tensor, keyPE: Tensor) -> (queries: Tensor, keys: Tensor, keysPE: Tensor) {
         var queries = queries
         if skipFirstLayerPE {
             queries = selfAttn(q: queries, k: queries, v: queries)
@@ -33,14 +66,28 @@ struct TwoWayAttentionBlock {
         }
         queries = norm1(queries)
 
-        queries += crossTokenToImage.tokensReadingImage(queries + queryPE, image: keys, imagePlusPE: keysPE)
+        let inner = crossTokenToImage.kProj.outDim
+        switch image {
+        case let .tokens(keys, keysPE):
+            queries += crossTokenToImage.tokensReadingImage(queries + queryPE, image: keys, imagePlusPE: keysPE)
+        case let .projected(_, frame, dense):
+            queries += crossTokenToImage.tokensReadingProjected(queries + queryPE, frame: frame, keysColumn: 0, valuesColumn: inner,
+                                                                dense: dense)
+        }
         queries = norm2(queries)
 
         queries += mlp(queries)
         queries = norm3(queries)
-        let (newKeys, newKeysPE) = crossImageToToken.imageReadingTokens(keys, imagePlusPE: keysPE, imagePE: keyPE,
-                                                                        k: queries + queryPE, v: queries, norm: norm4)
-        return (queries, newKeys, newKeysPE)
+        switch image {
+        case let .tokens(keys, keysPE):
+            let (y, yPlusPE) = crossImageToToken.imageReadingTokens(keys, imagePlusPE: keysPE, imagePE: keyPE,
+                                                                    k: queries + queryPE, v: queries, norm: norm4)
+            return (queries, y, yPlusPE)
+        case let .projected(src, frame, dense):
+            let (y, yPlusPE) = crossImageToToken.imageReadingTokens(src, frame: frame, queriesColumn: 2 * inner, dense: dense,
+                                                                    imagePE: keyPE, k: queries + queryPE, v: queries, norm: norm4)
+            return (queries, y, yPlusPE)
+        }
     }
 }
 
@@ -59,13 +106,44 @@ struct TwoWayTransformer {
         normFinal = try LayerNorm(w, "\(prefix).norm_final_attn", dim)
     }
 
-    /// `image`, `imagePE`: `[HW, D]` tokens, `imagePlusPE` their sum; `points`: `[T, D]`. Returns
-    /// (tokens, image tokens), of the tokens only the first `outputTokens`: the official model runs
-    /// the final attention for the prompts' own tokens too and then drops them; here they are skipped.
-    func callAsFunction(image: Tensor, imagePlusPE: Tensor, imagePE: Tensor, points: Tensor, outputTokens: Int) -> (Tensor, Tensor) {
-        var queries = points, keys = image, keysPE = imagePlusPE
+    /// The first block's image-side projections stacked: weights `[3·inner, D]` and biases.
+    var firstBlockProjection: (weight: Tensor, bias: Tensor) {
+        let linears = layers[0].imageSideProjections
+        return (Tensor.concatRows(linears.map(\.weight)), Tensor(shape: [linears.reduce(0) { $0 + $1.outDim }],
+                                                                 data: linears.flatMap { $0.bias!.data }))
+    }
+
+    /// The part of the first block's image-side projections that only the frame decides:
+    /// `[HW, 3·inner]`, (image + PE)·Wₖᵀ | image·Wᵥᵀ | (image + PE)·Wqᵀ, without biases. They are
+    /// linear in the image tokens, to which a click adds its dense prompt embedding: so on a frame
+    /// clicked again and again these are computed once, and a click adds its dense embedding's part.
+    func firstBlockProjections(image: Tensor, imagePE: Tensor) -> Tensor {
+        let hw = image.shape[0], dim = image.shape[1], linears = layers[0].imageSideProjections
+        let width = linears.reduce(0) { $0 + $1.outDim }
+        let plusPE = image + imagePE
+        var out = [Float](unsafeUninitializedCapacity: hw * width) { _, n in n = hw * width }
+        Tensor.withPointers([image, plusPE] + linears.map(\.weight)) { p in
+            out.withUnsafeMutableBufferPointer { o in
+                var column = 0
+                for (i, linear) in linears.enumerated() {
+                    GEMM.sgemm(transB: true, m: hw, n: linear.outDim, k: dim, a: i == 1 ? p[0] : p[1], lda: dim, b: p[2 + i], ldb: dim,
+                               c: o.baseAddress! + column, ldc: width)
+                    column += linear.outDim
+                }
+            }
+        }
+        return Tensor(shape: [hw, width], data: out)
+    }
+
+    /// `image`: the `[HW, D]` image side as the first block sees it, `imagePE` its position
+    /// encoding; `points`: `[T, D]`. Returns (tokens, image tokens), of the tokens only the first
+    /// `outputTokens`: the official model runs the final attention for the prompts' own tokens too
+    /// and then drops them; here they are skipped.
+    func callAsFunction(image: TwoWayImage, imagePE: Tensor, points: Tensor, outputTokens: Int) -> (Tensor, Tensor) {
+        var queries = points, image = image, keys = image.tokens, keysPE = keys
         for layer in layers {
-            (queries, keys, keysPE) = layer(queries: queries, keys: keys, keysPE: keysPE, queryPE: points, keyPE: imagePE)
+            (queries, keys, keysPE) = layer(queries: queries, image: image, queryPE: points, keyPE: imagePE)
+            image = .tokens(keys, plusPE: keysPE)
         }
         let kept = 0..<outputTokens
         var out = queries.rows(kept)

@@ -132,46 +132,68 @@ public enum Attention {
     /// task on one core that forms its keys (`k + kPE`, never the whole sum), its scores, their max
     /// and exponential sums and its share of the output, all in cache; the shares are then merged
     /// with the usual rescaling. `q` is `[rows, d]`, `k` and `kPE` `[n, d]`, `v` `[n, dv]`; writes `[rows, dv]`.
+    ///
+    /// With `heads` > 1, `q` holds each head's `rows` in turn and head h's keys and values are
+    /// columns `h·d` and `h·dv` on of rows `ldk` and `ldv` apart (no `keyPE`); the output too holds
+    /// each head's rows in turn. With `extra` (`queries` `[heads·rows, e]`, `features` `[n, e]`),
+    /// the keys are `[k | features]` and the queries `[q | queries]`, and the values `[v | features]`:
+    /// each output row is `dv + e` wide.
     public static func fewQueries(q: UnsafePointer<Float>, rows: Int, keys k: UnsafePointer<Float>, keyPE: UnsafePointer<Float>?,
-                                  values v: UnsafePointer<Float>, count n: Int, dim d: Int, valueDim dv: Int, scale: Float,
-                                  into out: UnsafeMutablePointer<Float>) {
+                                  values v: UnsafePointer<Float>, count n: Int, dim d: Int, valueDim dv: Int,
+                                  heads: Int = 1, ldk: Int? = nil, ldv: Int? = nil,
+                                  extra: (queries: UnsafePointer<Float>, features: UnsafePointer<Float>, dim: Int)? = nil,
+                                  scale: Float, into out: UnsafeMutablePointer<Float>) {
+        let ldk = ldk ?? d, ldv = ldv ?? dv, e = extra?.dim ?? 0, width = dv + e, queries = heads * rows
+        precondition(keyPE == nil || (ldk == d && heads == 1), "fewQueries: strided keys with a key PE")
         let slab = 256, slabs = (n + slab - 1) / slab
-        let shares = UnsafeMutablePointer<Float>.allocate(capacity: slabs * rows * (dv + 2))  // per slab: output, max, sum
+        // Per slab: output shares, max, sum of every head's rows.
+        let shares = UnsafeMutablePointer<Float>.allocate(capacity: slabs * queries * (width + 2))
         defer { shares.deallocate() }
-        let maxes = shares + slabs * rows * dv, sums = maxes + slabs * rows
+        let maxes = shares + slabs * queries * width, sums = maxes + slabs * queries
         Parallelism.independentTasks(slabs) { s in
             let k0 = s * slab, count = min(slab, n - k0)
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: (keyPE == nil ? 0 : count * d) + rows * count)
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: (keyPE == nil ? 0 : count * d) + queries * count)
             defer { scratch.deallocate() }
-            var keys = k + k0 * d
-            if let keyPE {
-                let pe = keyPE + k0 * d
-                sam2_add(scratch, keys, pe, count * d)
-                keys = UnsafePointer(scratch)
+            let scores = scratch + (keyPE == nil ? 0 : count * d), share = shares + s * queries * width
+            for h in 0..<heads {
+                var keys = k + k0 * ldk + h * d
+                if let keyPE {
+                    sam2_add(scratch, keys, keyPE + k0 * d, count * d)
+                    keys = UnsafePointer(scratch)
+                }
+                GEMM.sgemm(transB: true, m: rows, n: count, k: d, alpha: scale, a: q + h * rows * d, lda: d, b: keys, ldb: ldk,
+                           c: scores + h * rows * count, ldc: count, serial: true)
             }
-            let scores = scratch + (keyPE == nil ? 0 : count * d)
-            GEMM.sgemm(transB: true, m: rows, n: count, k: d, alpha: scale, a: q, lda: d, b: keys, ldb: d,
-                       c: scores, ldc: count, serial: true)
-            let m = maxes + s * rows, l = sums + s * rows
-            for r in 0..<rows { m[r] = -.infinity; l[r] = 0 }
-            sam2_online_softmax_block(scores, rows, count, count, m, l, nil, 0, 0)  // exp(s - max), max, sum
-            GEMM.sgemm(m: rows, n: dv, k: count, a: scores, lda: count, b: v + k0 * dv, ldb: dv,
-                       c: shares + s * rows * dv, ldc: dv, serial: true)
+            if let extra {  // the features are the same for every head: one product for all
+                GEMM.sgemm(transB: true, m: queries, n: count, k: e, alpha: scale, a: extra.queries, lda: e,
+                           b: extra.features + k0 * e, ldb: e, beta: 1, c: scores, ldc: count, serial: true)
+            }
+            let m = maxes + s * queries, l = sums + s * queries
+            for r in 0..<queries { m[r] = -.infinity; l[r] = 0 }
+            sam2_online_softmax_block(scores, queries, count, count, m, l, nil, 0, 0)  // exp(s - max), max, sum
+            for h in 0..<heads {
+                GEMM.sgemm(m: rows, n: dv, k: count, a: scores + h * rows * count, lda: count, b: v + k0 * ldv + h * dv, ldb: ldv,
+                           c: share + h * rows * width, ldc: width, serial: true)
+            }
+            if let extra {
+                GEMM.sgemm(m: queries, n: e, k: count, a: scores, lda: count, b: extra.features + k0 * e, ldb: e,
+                           c: share + dv, ldc: width, serial: true)
+            }
         }
-        for r in 0..<rows {
+        for r in 0..<queries {
             var top = -Float.infinity
-            for s in 0..<slabs { top = max(top, maxes[s * rows + r]) }
+            for s in 0..<slabs { top = max(top, maxes[s * queries + r]) }
             var total: Float = 0
-            let o = out + r * dv
-            o.update(repeating: 0, count: dv)
+            let o = out + r * width
+            o.update(repeating: 0, count: width)
             for s in 0..<slabs {
-                let w = expf(maxes[s * rows + r] - top)
-                total += w * sums[s * rows + r]
-                let share = shares + (s * rows + r) * dv
-                for j in 0..<dv { o[j] += w * share[j] }
+                let w = expf(maxes[s * queries + r] - top)
+                total += w * sums[s * queries + r]
+                let share = shares + (s * queries + r) * width
+                for j in 0..<width { o[j] += w * share[j] }
             }
             let inv = 1 / total
-            for j in 0..<dv { o[j] *= inv }
+            for j in 0..<width { o[j] *= inv }
         }
     }
 }

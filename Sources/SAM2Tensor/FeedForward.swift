@@ -64,32 +64,51 @@ public enum FeedForward {
 extension FeedForward {
     /// The same shape of computation with a grouped softmax as the activation and the norm after
     /// the residual: `y = LN(x + softmax(q W1ᵀ + b1) W2ᵀ + b2)` with `q = x + pe` given (as
-    /// `xPlusPE`), the softmax over each run of `softmaxGroup` hidden values; returns `y` and
+    /// `xPlusPE`), the softmax within each of `softmaxGroups` interleaved groups of hidden values
+    /// (value j of group g at `j·softmaxGroups + g`); returns `y` and
     /// `y + pe`. This is attention from many rows (queries `x + pe`) to a few keys once the
     /// projections are folded into `W1` and `W2` (the mask decoder's image → token attention),
     /// and `y + pe` is what the next attention reads. Fused per 256-row slab, the scores and
     /// attention output stay in cache.
-    public static func postNormSoftmaxResidual(_ x: Tensor, xPlusPE: Tensor, pe: Tensor, w1: Tensor, b1: Tensor, softmaxGroup: Int,
+    public static func postNormSoftmaxResidual(_ x: Tensor, xPlusPE: Tensor, pe: Tensor, w1: Tensor, b1: Tensor, softmaxGroups: Int,
                                                w2: Tensor, b2: Tensor, normWeight: Tensor, normBias: Tensor,
                                                eps: Float) -> (y: Tensor, yPlusPE: Tensor) {
         let dim = w1.shape[1], hidden = w1.shape[0]
-        precondition(x.shape == pe.shape && x.shape == xPlusPE.shape && x.shape.last == dim && w2.shape == [dim, hidden]
-                     && b1.count == hidden && b2.count == dim && normWeight.count == dim && hidden % softmaxGroup == 0,
-                     "softmax feed-forward: \(x.shape), \(pe.shape), \(w1.shape), \(w2.shape)")
+        precondition(x.shape == xPlusPE.shape && x.shape.last == dim && b1.count == hidden,
+                     "softmax feed-forward: \(x.shape), \(xPlusPE.shape), \(w1.shape)")
+        GEMM.countFlops(2 * Double(x.count) * Double(hidden))
+        return Tensor.withPointers([xPlusPE, w1, b1]) { p in
+            postNormSoftmaxResidual(x, pe: pe, softmaxGroups: softmaxGroups, w2: w2, b2: b2, normWeight: normWeight,
+                                    normBias: normBias, eps: eps) { r0, n, h in
+                GEMM.linearRows(p[0] + r0 * dim, rows: n, inDim: dim, outDim: hidden, weight: p[1], bias: p[2],
+                                accumulate: false, into: h)
+            }
+        }
+    }
+
+    /// The same with the scores given by `scores(firstRow, rows, into)`, which writes `rows` rows
+    /// of `w2.shape[1]` pre-softmax values (and counts its own FLOPs): for queries whose
+    /// projection is already at hand.
+    public static func postNormSoftmaxResidual(_ x: Tensor, pe: Tensor, softmaxGroups: Int, w2: Tensor, b2: Tensor,
+                                               normWeight: Tensor, normBias: Tensor, eps: Float,
+                                               scores: (Int, Int, UnsafeMutablePointer<Float>) -> Void) -> (y: Tensor, yPlusPE: Tensor) {
+        let dim = w2.shape[0], hidden = w2.shape[1]
+        precondition(x.shape == pe.shape && x.shape.last == dim && b2.count == dim && normWeight.count == dim
+                     && hidden % softmaxGroups == 0, "softmax feed-forward: \(x.shape), \(pe.shape), \(w2.shape)")
         let rows = x.count / dim
-        GEMM.countFlops(4 * Double(rows) * Double(dim) * Double(hidden))
+        GEMM.countFlops(2 * Double(rows) * Double(dim) * Double(hidden))
         var withPE = [Float](unsafeUninitializedCapacity: x.count) { _, n in n = x.count }
         let out = [Float](unsafeUninitializedCapacity: x.count) { o, count in
             withPE.withUnsafeMutableBufferPointer { wpe in
-                Tensor.withPointers([x, xPlusPE, pe, w1, b1, w2, b2, normWeight, normBias]) { p in
-                    let (xp, qp, pep, w1p, b1p, w2p, b2p, nw, nb) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8])
+                Tensor.withPointers([x, pe, w2, b2, normWeight, normBias]) { p in
+                    let (xp, pep, w2p, b2p, nw, nb) = (p[0], p[1], p[2], p[3], p[4], p[5])
                     let op = o.baseAddress!, wp = wpe.baseAddress!
                     GEMM.forEachRowSlab(rows, work: Double(rows) * Double(dim) * Double(hidden)) { r0, n in
                         let h = UnsafeMutablePointer<Float>.allocate(capacity: n * hidden)
                         defer { h.deallocate() }
                         let at = r0 * dim
-                        GEMM.linearRows(qp + at, rows: n, inDim: dim, outDim: hidden, weight: w1p, bias: b1p, accumulate: false, into: h)
-                        sam2_softmax_rows(h, n * hidden / softmaxGroup, softmaxGroup)
+                        scores(r0, n, h)
+                        sam2_softmax_interleaved(h, n, softmaxGroups, hidden / softmaxGroups)
                         GEMM.linearRows(h, rows: n, inDim: hidden, outDim: dim, weight: w2p, bias: b2p, accumulate: false, into: op + at)
                         sam2_residual_layernorm_rows(op + at, xp + at, n, dim, nw, nb, eps, pep + at, wp + at)
                     }

@@ -1,4 +1,5 @@
 import CKernels
+import SAM2Checkpoint
 import XCTest
 @testable import SAM2
 @testable import SAM2Tensor
@@ -74,18 +75,106 @@ final class KernelTests: XCTestCase {
         assertClose(out, reference.data, tolerance: 1e-5, "split-by-keys attention")
     }
 
+    private func columns(_ t: Tensor, _ r: Range<Int>) -> Tensor {
+        Tensor(shape: [t.shape[0], r.count], data: (0..<t.shape[0]).flatMap { i in t.data[(i * t.shape[1] + r.lowerBound)..<(i * t.shape[1] + r.upperBound)] })
+    }
+
+    private func sideBySide(_ a: Tensor, _ b: Tensor) -> Tensor {
+        let (wa, wb) = (a.shape[1], b.shape[1])
+        var data = [Float]()
+        for i in 0..<a.shape[0] {
+            data += a.data[(i * wa)..<((i + 1) * wa)]
+            data += b.data[(i * wb)..<((i + 1) * wb)]
+        }
+        return Tensor(shape: [a.shape[0], wa + wb], data: data)
+    }
+
+    func testFewQueriesByHeadsWithExtraFeaturesMatchesAttention() {
+        // Heads as column slices of wider key and value rows, plus features shared by every head
+        // appended to keys and values: each head is attention over [k_h | f] with values [v_h | f].
+        let heads = 3, rows = 5, n = 700, d = 8, dv = 6, e = 4, ld = 45
+        let q = random([heads * rows, d]), qe = random([heads * rows, e]), kv = random([n, ld]), f = random([n, e])
+        var out = [Float](repeating: 0, count: heads * rows * (dv + e))
+        Tensor.withPointers([q, qe, kv, f]) { p in
+            Attention.fewQueries(q: p[0], rows: rows, keys: p[2], keyPE: nil, values: p[2] + heads * d, count: n, dim: d, valueDim: dv,
+                                 heads: heads, ldk: ld, ldv: ld, extra: (p[1], p[3], e), scale: 0.6, into: &out)
+        }
+        for h in 0..<heads {
+            let keys = sideBySide(columns(kv, (h * d)..<((h + 1) * d)), f)
+            let values = sideBySide(columns(kv, (heads * d + h * dv)..<(heads * d + (h + 1) * dv)), f)
+            let queries = sideBySide(q.rows((h * rows)..<((h + 1) * rows)), qe.rows((h * rows)..<((h + 1) * rows)))
+            let reference = Attention.scaledDotProduct(q: queries, k: keys, v: values, heads: 1, scale: 0.6)
+            assertClose(Array(out[(h * rows * (dv + e))..<((h + 1) * rows * (dv + e))]), reference.data, tolerance: 1e-5, "head \(h)")
+        }
+    }
+
+    func testInterleavedSoftmaxMatchesRowSoftmax() {
+        // Group g of a row is every `groups`-th value from g. Eight groups run as vector lanes and
+        // must give each group the bits the row softmax gives it as a contiguous row.
+        for (groups, count) in [(8, 9), (8, 5), (8, 12), (3, 9)] {
+            let rows = 50, x = random([rows, groups * count])
+            var interleaved = x.data
+            interleaved.withUnsafeMutableBufferPointer { sam2_softmax_interleaved($0.baseAddress!, rows, groups, count) }
+            var contiguous = [Float]()  // [rows·groups, count]
+            for r in 0..<rows { for g in 0..<groups { for j in 0..<count { contiguous.append(x.data[r * groups * count + j * groups + g]) } } }
+            contiguous.withUnsafeMutableBufferPointer { softmaxRows($0.baseAddress!, rows * groups, count) }
+            var expected = [Float](repeating: 0, count: x.count)
+            for r in 0..<rows { for g in 0..<groups { for j in 0..<count {
+                expected[r * groups * count + j * groups + g] = contiguous[(r * groups + g) * count + j]
+            } } }
+            if groups == 8 {
+                XCTAssertEqual(interleaved, expected, "\(groups) groups of \(count)")
+            } else {
+                assertClose(interleaved, expected, tolerance: 1e-6, "\(groups) groups of \(count)")
+            }
+        }
+    }
+
     func testPostNormSoftmaxResidualMatchesComposition() {
         let rows = 1200, dim = 64, groups = 8, group = 7   // enough work to split: four full 256-row slabs and a short one
         let x = random([rows, dim]), pe = random([rows, dim])
         let w1 = random([groups * group, dim]), b1 = random([groups * group]), w2 = random([dim, groups * group]), b2 = random([dim])
         let nw = random([dim]), nb = random([dim])
-        let (fused, fusedPlusPE) = FeedForward.postNormSoftmaxResidual(x, xPlusPE: x + pe, pe: pe, w1: w1, b1: b1, softmaxGroup: group,
+        let (fused, fusedPlusPE) = FeedForward.postNormSoftmaxResidual(x, xPlusPE: x + pe, pe: pe, w1: w1, b1: b1, softmaxGroups: groups,
                                                                        w2: w2, b2: b2, normWeight: nw, normBias: nb, eps: 1e-5)
         var hidden = GEMM.linear(x + pe, weight: w1, bias: b1)
-        hidden.data.withUnsafeMutableBufferPointer { softmaxRows($0.baseAddress!, rows * groups, group) }
+        for r in 0..<rows {  // softmax within each interleaved group (value j of group g at column j·groups + g)
+            for g in 0..<groups {
+                let idx = (0..<group).map { r * groups * group + $0 * groups + g }
+                let m = idx.map { Double(hidden.data[$0]) }.max()!, e = idx.map { Foundation.exp(Double(hidden.data[$0]) - m) }
+                let s = e.reduce(0, +)
+                for (i, at) in idx.enumerated() { hidden.data[at] = Float(e[i] / s) }
+            }
+        }
         let reference = (x + GEMM.linear(hidden, weight: w2, bias: b2)).layerNorm(weight: nw, bias: nb, eps: 1e-5)
         assertClose(fused.data, reference.data, tolerance: 1e-5, "fused image-to-token residual")
         XCTAssertEqual(fusedPlusPE.data, (fused + pe).data, "the next attention's keys")
+    }
+
+    /// The mask decoder's first block from the frame's cached projections plus a click's dense part
+    /// (what clicks on an initial conditioning frame use) against the plain path, with and without
+    /// a mask prompt, on the committed fixture's weights.
+    func testDecoderFromCachedFrameProjectionsMatchesPlainPath() throws {
+        let dir = TestPaths.committedFixture
+        let model = try SAM2Model(config: try SAM2Config.load(path: "\(dir)/config.yaml"), checkpointPath: "\(dir)/checkpoint.pt")
+        let size = model.imageSize, side = model.promptEncoder.maskInputSize
+        let features = FrameFeatures(model.encodeImage(random([3, size, size])))
+        let pixels = features.visionTokens.addingRow(model.noMemEmbed.data)
+        let frame = model.maskDecoder.transformer.firstBlockProjections(image: pixels, imagePE: model.promptEncoder.densePETokens)
+        let points = PointPrompt(coords: [(x: 40, y: 70), (x: 150, y: 90)], labels: [1, 0])
+        var plainMasks = [[Float]]()
+        for mask in [nil, random([1, side, side]).map { 8 * $0 }] {
+            let plain = model.forwardSAMHeads(pixels, points: points, maskInputs: mask, highRes: features.highRes, multimask: false)
+            let cached = model.forwardSAMHeads(pixels, points: points, maskInputs: mask, highRes: features.highRes, multimask: false,
+                                               frameProjections: frame)
+            let what = mask == nil ? "no mask prompt" : "mask prompt"
+            assertClose(cached.lowResMasks.data, plain.lowResMasks.data, tolerance: 1e-4, "masks, \(what)")
+            assertClose(cached.objPtr.data, plain.objPtr.data, tolerance: 1e-4, "object pointer, \(what)")
+            assertClose(cached.ious, plain.ious, tolerance: 1e-4, "IoU, \(what)")
+            plainMasks.append(plain.lowResMasks.data)
+        }
+        // The mask prompt's own term is exercised: it changes the masks.
+        XCTAssertGreaterThan(maxDiff(plainMasks[0], plainMasks[1]), 1e-2)
     }
 
     func testBilinearMaskIsThresholdedBilinear() {

@@ -7,6 +7,10 @@
 /// Row softmax in place: `rows` rows of `n` values, each max-subtracted (as PyTorch does).
 void sam2_softmax_rows(float *x, size_t rows, size_t n);
 
+/// Softmax within `groups` interleaved groups of `count` values in each of `rows` rows: value j of
+/// group g at `j·groups + g` (the mask decoder's image → token scores, heads interleaved).
+void sam2_softmax_interleaved(float *x, size_t rows, size_t groups, size_t count);
+
 /// GELU (erf form, as `nn.GELU()`) in place; erf by a rational approximation accurate to a few
 /// float ulps.
 void sam2_gelu(float *x, size_t n);
