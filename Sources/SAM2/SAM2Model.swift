@@ -69,7 +69,7 @@ public final class SAM2Model {
         let embSize = c.imageSize / c.backboneStride
         promptEncoder = try PromptEncoder(w, "sam_prompt_encoder", embedDim: hiddenDim, embeddingSize: embSize, inputImageSize: c.imageSize)
         maskDecoder = try MaskDecoder(w, "sam_mask_decoder", dim: hiddenDim, config: c)
-        let firstBlock = maskDecoder.transformer.firstBlockProjection
+        let firstBlock = maskDecoder.transformer.firstBlockProjectionWeights
         denseFirstBlockProjection = promptEncoder.folding(weight: firstBlock.weight, bias: firstBlock.bias)
         if c.useObjPtrsInEncoder {
             objPtrProj = c.useMlpForObjPtrProj

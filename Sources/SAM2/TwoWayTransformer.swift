@@ -107,7 +107,7 @@ struct TwoWayTransformer {
     }
 
     /// The first block's image-side projections stacked: weights `[3·inner, D]` and biases.
-    var firstBlockProjection: (weight: Tensor, bias: Tensor) {
+    var firstBlockProjectionWeights: (weight: Tensor, bias: Tensor) {
         let linears = layers[0].imageSideProjections
         return (Tensor.concatRows(linears.map(\.weight)), Tensor(shape: [linears.reduce(0) { $0 + $1.outDim }],
                                                                  data: linears.flatMap { $0.bias!.data }))
@@ -126,7 +126,8 @@ struct TwoWayTransformer {
             out.withUnsafeMutableBufferPointer { o in
                 var column = 0
                 for (i, linear) in linears.enumerated() {
-                    GEMM.sgemm(transB: true, m: hw, n: linear.outDim, k: dim, a: i == 1 ? p[0] : p[1], lda: dim, b: p[2 + i], ldb: dim,
+                    let readsPE = i != 1  // the values read the image alone
+                    GEMM.sgemm(transB: true, m: hw, n: linear.outDim, k: dim, a: readsPE ? p[1] : p[0], lda: dim, b: p[2 + i], ldb: dim,
                                c: o.baseAddress! + column, ldc: width)
                     column += linear.outDim
                 }

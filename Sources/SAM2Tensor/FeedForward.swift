@@ -74,8 +74,8 @@ extension FeedForward {
                                                w2: Tensor, b2: Tensor, normWeight: Tensor, normBias: Tensor,
                                                eps: Float) -> (y: Tensor, yPlusPE: Tensor) {
         let dim = w1.shape[1], hidden = w1.shape[0]
-        precondition(x.shape == xPlusPE.shape && x.shape.last == dim && b1.count == hidden,
-                     "softmax feed-forward: \(x.shape), \(xPlusPE.shape), \(w1.shape)")
+        precondition(x.shape == xPlusPE.shape && x.shape.last == dim && b1.count == hidden && w2.shape == [dim, hidden],
+                     "softmax feed-forward: \(x.shape), \(xPlusPE.shape), \(w1.shape), \(w2.shape)")
         GEMM.countFlops(2 * Double(x.count) * Double(hidden))
         return Tensor.withPointers([xPlusPE, w1, b1]) { p in
             postNormSoftmaxResidual(x, pe: pe, softmaxGroups: softmaxGroups, w2: w2, b2: b2, normWeight: normWeight,
