@@ -5,6 +5,14 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // Scalar reference versions (any CPU). exp to about 1 ulp: Cephes' polynomial on [-ln2/2, ln2/2]
@@ -657,3 +665,114 @@ void sam2_keep_freed_memory(void) {
 size_t sam2_next_index(size_t *counter) {
     return __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
 }
+
+// The worker pool. A loop is published as one 64-bit ticket, (count << 32) | next: claiming an
+// index is one fetch-add on it, and a claim is always on the loop that is current when it lands
+// (its acquire pairs with the release that published that loop's function and context), so a
+// worker that arrives late cannot run a finished loop's task. `done` counts finished indices.
+// Between loops workers spin (a model pass runs hundreds of short loops with little serial work
+// between them; a sleeping worker costs a wake-up each time, and when another process holds the
+// core, a whole scheduler slice), then sleep on a futex.
+
+#if defined(__linux__)
+static struct {
+    uint64_t ticket;
+    long done;
+    sam2_task_fn fn;
+    void *context;
+    uint32_t seq;       // futex word: bumped on every publish
+    int sleepers;
+    int busy;           // a loop is running (nested and concurrent callers run inline)
+    int workers;
+    long spin_ns;
+} pool;
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+static int pool_wanted;
+
+static long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long)t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static inline int pool_has_work(void) {
+    uint64_t t = __atomic_load_n(&pool.ticket, __ATOMIC_SEQ_CST);
+    return (t & 0xffffffffu) < (t >> 32);
+}
+
+// Claim and run indices of the current loop until none is left.
+static void pool_drain(void) {
+    for (;;) {
+        uint64_t t = __atomic_fetch_add(&pool.ticket, 1, __ATOMIC_ACQ_REL);
+        long i = (long)(t & 0xffffffffu), count = (long)(t >> 32);
+        if (i >= count) return;
+        pool.fn(pool.context, i);
+        __atomic_fetch_add(&pool.done, 1, __ATOMIC_RELEASE);
+    }
+}
+
+static void *pool_worker(void *unused) {
+    (void)unused;
+    for (;;) {
+        long start = now_ns();
+        for (int n = 0; !pool_has_work(); n++) {
+            cpu_relax();
+            if ((n & 63) == 63 && now_ns() - start > pool.spin_ns) {
+                uint32_t seq = __atomic_load_n(&pool.seq, __ATOMIC_SEQ_CST);
+                __atomic_fetch_add(&pool.sleepers, 1, __ATOMIC_SEQ_CST);
+                if (!pool_has_work()) syscall(SYS_futex, &pool.seq, FUTEX_WAIT_PRIVATE, seq, NULL, NULL, 0);
+                __atomic_fetch_sub(&pool.sleepers, 1, __ATOMIC_SEQ_CST);
+                start = now_ns();
+                n = 0;
+            }
+        }
+        pool_drain();
+    }
+    return NULL;
+}
+
+static void pool_start(void) {
+    const char *spin = getenv("SAM2_SPIN_US");
+    pool.spin_ns = 1000L * (spin ? atol(spin) : 1000);  // $SAM2_SPIN_US, default 1 ms
+    for (int i = 0; i < pool_wanted - 1; i++) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setstacksize(&attr, 8u << 20);
+        if (pthread_create(&thread, &attr, pool_worker, NULL) == 0) {
+            pthread_detach(thread);
+            pool.workers++;
+        }
+        pthread_attr_destroy(&attr);
+    }
+}
+
+int sam2_pool_run(long count, int threads, sam2_task_fn fn, void *context) {
+    if (count <= 0) return 1;
+    if (count > 0x7fffffffL || __atomic_exchange_n(&pool.busy, 1, __ATOMIC_ACQUIRE)) return 0;
+    pool_wanted = threads;
+    pthread_once(&pool_once, pool_start);
+    pool.fn = fn;
+    pool.context = context;
+    __atomic_store_n(&pool.done, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool.ticket, (uint64_t)count << 32, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(&pool.seq, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&pool.sleepers, __ATOMIC_SEQ_CST) > 0)
+        syscall(SYS_futex, &pool.seq, FUTEX_WAKE_PRIVATE, pool.workers, NULL, NULL, 0);
+    pool_drain();
+    while (__atomic_load_n(&pool.done, __ATOMIC_ACQUIRE) < count) cpu_relax();
+    __atomic_store_n(&pool.busy, 0, __ATOMIC_RELEASE);
+    return 1;
+}
+#else
+int sam2_pool_run(long count, int threads, sam2_task_fn fn, void *context) {
+    (void)count; (void)threads; (void)fn; (void)context;
+    return -1;  // no pool here (it sleeps on a Linux futex): the caller uses its own threads
+}
+#endif

@@ -20,15 +20,16 @@ public func parallelChunks(_ count: Int, minimumChunk: Int = 4096, _ body: (Rang
     let threads = Parallelism.inParallelRegion ? 1 : min(Parallelism.threads, max(1, count / minimumChunk))
     if threads <= 1 { body(0..<count); return }
     let step = (count + threads - 1) / threads
-    DispatchQueue.concurrentPerform(iterations: threads) { t in
+    Parallelism.share(threads, threads: threads) { t in
         let lo = t * step, hi = min(count, lo + step)
         if lo < hi { body(lo..<hi) }
     }
 }
 
 public enum Parallelism {
-    /// Worker threads for GEMMs and pointwise kernels: the cores this process may use, or $SAM2_THREADS.
-    nonisolated(unsafe) public static var threads: Int = {
+    /// Threads for GEMMs and pointwise kernels (the caller and `threads - 1` pool workers): the
+    /// cores this process may use, or $SAM2_THREADS.
+    public static let threads: Int = {
         if let s = ProcessInfo.processInfo.environment["SAM2_THREADS"], let n = Int(s), n > 0 { return min(n, 64) }
         return max(1, min(ProcessInfo.processInfo.activeProcessorCount, 64))
     }()
@@ -58,19 +59,29 @@ public enum Parallelism {
         return results.map { $0! }
     }
 
-    /// `body(i)` for every i in 0..<count on `threads` threads, each taking the next index when it
-    /// is free: when a neighbour slows one core (this is a shared machine), the other takes more
-    /// slabs instead of waiting at the end. Each index's work is the same whichever thread runs
-    /// it, so results do not depend on the schedule.
+    /// `body(i)` for every i in 0..<count on the calling thread and the worker pool
+    /// (`sam2_pool_run`), each thread taking the next index when it is free: when a neighbour
+    /// slows one core (this is a shared machine), the other takes more slabs instead of waiting at
+    /// the end. Each index's work is the same whichever thread runs it, so results do not depend
+    /// on the schedule. A call made while the pool is busy (from inside a task, or another
+    /// thread) runs inline.
     static func share(_ count: Int, threads: Int, _ body: (Int) -> Void) {
-        let counter = UnsafeMutablePointer<Int>.allocate(capacity: 1)
-        counter.initialize(to: 0)
-        defer { counter.deallocate() }
-        DispatchQueue.concurrentPerform(iterations: threads) { _ in
-            while true {
-                let i = sam2_next_index(counter)
-                if i >= count { break }
-                body(i)
+        withoutActuallyEscaping(body) { body in
+            var task = body
+            let ran = withUnsafeMutablePointer(to: &task) { p in
+                sam2_pool_run(count, Int32(threads), { context, i in
+                    context!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(i)
+                }, p)
+            }
+            if ran == 0 {
+                for i in 0..<count { body(i) }
+            } else if ran < 0 {
+                let next = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+                next.initialize(to: 0)
+                defer { next.deallocate() }
+                DispatchQueue.concurrentPerform(iterations: threads) { _ in
+                    while case let i = sam2_next_index(next), i < count { body(i) }
+                }
             }
         }
     }

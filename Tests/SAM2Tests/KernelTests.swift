@@ -281,6 +281,42 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The worker pool runs every index exactly once, over many back-to-back loops (workers
+    /// spinning between them) and after a pause long enough for them to sleep; a loop started
+    /// inside a task, or from another thread while one runs, runs inline.
+    func testWorkerPoolRunsEveryIndexOnce() {
+        func check(_ count: Int, _ what: String) {
+            var hits = [Int](repeating: 0, count: count)
+            hits.withUnsafeMutableBufferPointer { h in
+                Parallelism.share(count, threads: 2) { i in h[i] += 1 }
+            }
+            XCTAssertEqual(hits, [Int](repeating: 1, count: count), what)
+        }
+        for round in 0..<2000 { check(1 + round % 37, "loop \(round)") }
+        usleep(20_000)  // past the workers' spin: they sleep and must be woken
+        check(1000, "after sleeping")
+
+        var outer = [Int](repeating: 0, count: 8 * 50)
+        outer.withUnsafeMutableBufferPointer { o in
+            Parallelism.share(8, threads: 2) { i in
+                Parallelism.share(50, threads: 2) { j in o[i * 50 + j] += 1 }
+            }
+        }
+        XCTAssertEqual(outer, [Int](repeating: 1, count: 8 * 50), "nested")
+
+        var sums = [0, 0]
+        sums.withUnsafeMutableBufferPointer { s in
+            DispatchQueue.concurrentPerform(iterations: 2) { t in  // two callers at once
+                for _ in 0..<200 {
+                    var parts = [Int](repeating: 0, count: 64)
+                    parts.withUnsafeMutableBufferPointer { p in Parallelism.share(64, threads: 2) { p[$0] = $0 } }
+                    s[t] += parts.reduce(0, +)
+                }
+            }
+        }
+        XCTAssertEqual(sums, [200 * 2016, 200 * 2016], "concurrent callers")
+    }
+
     func testCountAboveMatchesFilter() {
         // The stability score's mask areas: vector body and scalar tail, ties not counted.
         let x = random([1003]).data + [0.25, 0.25]

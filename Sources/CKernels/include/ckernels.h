@@ -76,4 +76,13 @@ void sam2_add(float *out, const float *a, const float *b, size_t n);
 void sam2_add_then_add(float *sum, float *sum_c, const float *a, const float *b, const float *c, size_t n);
 /// Claim the next index of a loop shared by several threads (a relaxed atomic increment).
 size_t sam2_next_index(size_t *counter);
+/// A task of a shared loop: `fn(context, index)`.
+typedef void (*sam2_task_fn)(void *context, long index);
+/// Run `fn(context, i)` for every i in 0..<count on the calling thread and the pool's
+/// `threads - 1` workers (started on first use), each taking the next index when it is free.
+/// Returns 1 once every index is done. Idle workers spin ($SAM2_SPIN_US, default 1000 µs) before
+/// they sleep, so the back-to-back loops of a model pass do not pay a thread wake-up each. Returns
+/// 0 without running anything when the pool is already running a loop (a nested or concurrent
+/// call: run it inline), and -1 where there is no pool (not Linux).
+int sam2_pool_run(long count, int threads, sam2_task_fn fn, void *context);
 #endif
