@@ -140,19 +140,8 @@ public final class SAM2Model {
             maskPrompt = maskInputs.shape[1] == side && maskInputs.shape[2] == side
                 ? maskInputs : Interpolate.bilinearAntialiased(maskInputs, height: side, width: side)
         }
-        let (sparse, dec) = timed("mask_decoder") { () -> (Tensor, MaskDecoderOutput) in
-            let sparse = promptEncoder.sparseTokens(pts)
-            let image: TwoWayImage
-            if let frameProjections {
-                let (src, channels) = promptEncoder.denseAddedWithChannels(to: features, mask: maskPrompt)
-                image = .projected(src, frame: frameProjections, dense: denseFirstBlockProjection.term(channels: channels))
-            } else {
-                let (src, srcPlusPE) = promptEncoder.denseAdded(to: features, mask: maskPrompt)
-                image = .tokens(src, plusPE: srcPlusPE)
-            }
-            return (sparse, maskDecoder(image: image, imagePETokens: promptEncoder.densePETokens, sparse: sparse,
-                                        multimask: multimask, highRes: highRes))
-        }
+        let (sparse, dec) = decodeMasks(features, points: pts, maskPrompt: maskPrompt, highRes: highRes,
+                                        multimask: multimask, frameProjections: frameProjections)
         if let trace {  // the dense embedding on its own, which the decoder's path never forms
             let side = embeddingSize, dense = promptEncoder(points: pts, mask: maskPrompt).dense
             trace("prompt_encoder", ["out0": sparse, "out1": dense.tokensToCHW(height: side, width: side)])
@@ -178,6 +167,32 @@ public final class SAM2Model {
         }
         return SAMOutput(lowResMasks: lowBest, highResMasks: nil, objPtr: objPtr.reshaped([hiddenDim]),
                          objectScoreLogit: dec.objectScoreLogit, ious: dec.ious)
+    }
+
+    /// The prompt encoder and mask decoder proper: sparse tokens of `points` (plus the padding
+    /// point), the dense embedding of `maskPrompt` (`[1, 4h, 4w]` logits) or `no_mask_embed`, and the
+    /// decoder on `[HW, C]` image tokens. `frameProjections`: the tokens' `firstBlockProjections`,
+    /// when they are kept for repeated prompts on the same image.
+    func decodeMasks(_ features: Tensor, points: PointPrompt, maskPrompt: Tensor?, highRes: (s0: Tensor, s1: Tensor)?,
+                     multimask: Bool, frameProjections: Tensor? = nil) -> (sparse: Tensor, output: MaskDecoderOutput) {
+        timed("mask_decoder") { () -> (Tensor, MaskDecoderOutput) in
+            let sparse = promptEncoder.sparseTokens(points)
+            let image: TwoWayImage
+            if let frameProjections {
+                let (src, channels) = promptEncoder.denseAddedWithChannels(to: features, mask: maskPrompt)
+                image = .projected(src, frame: frameProjections, dense: denseFirstBlockProjection.term(channels: channels))
+            } else {
+                let (src, srcPlusPE) = promptEncoder.denseAdded(to: features, mask: maskPrompt)
+                image = .tokens(src, plusPE: srcPlusPE)
+            }
+            return (sparse, maskDecoder(image: image, imagePETokens: promptEncoder.densePETokens, sparse: sparse,
+                                        multimask: multimask, highRes: highRes))
+        }
+    }
+
+    /// The mask decoder's first image-side projections of `[HW, C]` image tokens (see `decodeMasks`).
+    func firstBlockProjections(of features: Tensor) -> Tensor {
+        maskDecoder.transformer.firstBlockProjections(image: features, imagePE: promptEncoder.densePETokens)
     }
 
     /// The high-resolution mask the memory encoder takes. Only the chosen mask is upsampled:

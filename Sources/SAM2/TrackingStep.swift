@@ -76,9 +76,7 @@ extension SAM2Model {
             // Clicks on an initial conditioning frame see only the frame, and are often many:
             // the part of the decoder's work that only the frame decides is done once.
             let frameOnly = isInitCondFrame && config.numMaskmem > 0 && config.directlyAddNoMemEmbed
-            let projections = frameOnly ? f.shared.value(\.noMemoryProjections) {
-                maskDecoder.transformer.firstBlockProjections(image: pix, imagePE: promptEncoder.densePETokens)
-            } : nil
+            let projections = frameOnly ? f.shared.value(\.noMemoryProjections) { firstBlockProjections(of: pix) } : nil
             sam = forwardSAMHeads(pix, points: points, maskInputs: previousMaskLogits ?? maskInputs, highRes: f.highRes,
                                   multimask: useMultimask(isInitCondFrame: isInitCondFrame, points: points),
                                   frameProjections: projections)

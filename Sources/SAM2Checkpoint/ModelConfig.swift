@@ -633,7 +633,10 @@ private struct ConfigFile: Codable {
 
 extension SAM2Config {
     /// Loads and validates a config file (official or resolved predictor config).
-    public static func load(path: String) throws -> SAM2Config {
+    /// `applyPostprocessing`: a `SAM2Base` config gets the video predictor's settings
+    /// (`applyVideoPredictorPostprocessing`); false reads it exactly as written (image fixtures,
+    /// whose resolved configs already say what `build_sam2` set).
+    public static func load(path: String, applyPostprocessing: Bool = true) throws -> SAM2Config {
         guard FileManager.default.fileExists(atPath: path) else {
             throw ConfigError(.unreadableFile, file: path, "no such file")
         }
@@ -643,11 +646,11 @@ extension SAM2Config {
         } catch {
             throw ConfigError(.unreadableFile, file: path, "cannot read as UTF-8 text")
         }
-        return try load(yaml: text, source: path)
+        return try load(yaml: text, source: path, applyPostprocessing: applyPostprocessing)
     }
 
     /// Loads and validates config text; `source` names it in error messages.
-    public static func load(yaml: String, source: String? = nil) throws -> SAM2Config {
+    public static func load(yaml: String, source: String? = nil, applyPostprocessing: Bool = true) throws -> SAM2Config {
         do {
             // Parse once on our own so that syntax errors and a missing `model:` get precise messages.
             let root: Node?
@@ -664,7 +667,7 @@ extension SAM2Config {
                 throw ConfigError(.missingModelSection, "no `model:` section (not a SAM 2 model config)")
             }
             var config = try YAMLDecoder().decode(ConfigFile.self, from: yaml).model
-            if config.target == SAM2Targets.sam2Base {
+            if config.target == SAM2Targets.sam2Base && applyPostprocessing {
                 config.applyVideoPredictorPostprocessing()
             }
             try config.validate()

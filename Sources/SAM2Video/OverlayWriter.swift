@@ -1,5 +1,6 @@
 import CFFmpeg
 import Foundation
+import SAM2
 
 /// Writes an .mp4 of the original frames with every object's mask blended in its
 /// own colour (alpha 0.5), prompt points as dots (green positive, red negative)

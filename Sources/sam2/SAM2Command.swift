@@ -33,6 +33,12 @@ func loadMaskPNG(_ path: String) throws -> (mask: [UInt8], width: Int, height: I
     return (img.gray.map { $0 > 0 ? 1 : 0 }, img.width, img.height)
 }
 
+/// An image file (anything FFmpeg decodes) as 8-bit RGB.
+func loadRGBImage(_ path: String) throws -> RGBImage {
+    let img = try ImageIO.readImage(path: path)
+    return RGBImage(width: img.width, height: img.height, pixels: img.rgb)
+}
+
 /// Print one line to stderr and exit non-zero: how every user-facing failure ends.
 func fail(_ message: String, status: Int32 = 1) -> Never {
     let line = message.split(whereSeparator: \.isNewline).joined(separator: " ")
@@ -51,15 +57,23 @@ struct Replay: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a golden fixture's session and write its outputs for compare.py (the conformance runner).")
 
-    @Argument(help: "Fixture folder with checkpoint.pt, config.yaml, frames.safetensors and session.json.")
+    @Argument(help: "Fixture folder: checkpoint.pt, config.yaml, session.json and frames.safetensors (video) or image.png (image).")
     var fixture: String
 
-    @Option(name: .shortAndLong, help: "Where to write the outputs (.safetensors).")
+    @Option(name: .shortAndLong, help: "Where to write the outputs: a .safetensors file (video fixture) or a folder (image fixture).")
     var output: String
 
     func run() throws {
         let start = Date()
         do {
+            if ImageConformance.isImageFixture(fixture) {
+                let s = try ImageConformance.replay(fixture: fixture, outputDir: output, loadImage: loadRGBImage)
+                for note in s.notes { print("note: \(note)") }
+                print(String(format: "replayed %d predict cases and %d mask-generator runs (%@ masks) in %.1f s -> %@",
+                             s.cases, s.amgRuns, s.masks.map(String.init).joined(separator: ", "),
+                             Date().timeIntervalSince(start), output))
+                return
+            }
             let s = try Conformance.replay(fixture: fixture, output: output, loadMask: loadMaskPNG)
             print(String(format: "replayed %d actions on %d frames: %d records in %.1f s -> %@",
                          s.actions, s.frames, s.records, Date().timeIntervalSince(start), output))
