@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "SAM2Video", dependencies: ["CFFmpeg", "SAM2Tensor", "SAM2"]),
         // The command-line tool: a thin layer over the library.
         .executableTarget(name: "sam2", dependencies: [
-            "SAM2", "SAM2Video", "SAM2Checkpoint",
+            "SAM2", "SAM2Video", "SAM2Checkpoint", "SAM2Tensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "SAM2Tests", dependencies: ["SAM2", "SAM2Video", "SAM2Checkpoint", "SAM2Tensor", "Yams"],

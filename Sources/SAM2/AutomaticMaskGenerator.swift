@@ -266,7 +266,7 @@ public final class AutomaticMaskGenerator {
 
     /// `calculate_stability_score`: IoU of the masks thresholded at `threshold ± offset`
     /// (NaN for an empty union, as there).
-    static func stabilityScore(_ logits: [Float], threshold: Float, offset: Float) -> Float {
+    public static func stabilityScore(_ logits: [Float], threshold: Float, offset: Float) -> Float {
         var inter = 0, union = 0
         let hi = threshold + offset, lo = threshold - offset
         for v in logits {
@@ -278,7 +278,7 @@ public final class AutomaticMaskGenerator {
 
     /// `batched_mask_to_box` for one mask: XYXY of the first and last set column and row (the
     /// right and bottom edges are pixel indices, not +1); `[0, 0, 0, 0]` when empty.
-    static func maskToBox(_ bits: [UInt8], width w: Int, height h: Int) -> [Int] {
+    public static func maskToBox(_ bits: [UInt8], width w: Int, height h: Int) -> [Int] {
         var (left, top, right, bottom) = (w, h, -1, -1)
         for y in 0..<h {
             for x in 0..<w where bits[y * w + x] != 0 {

@@ -17,7 +17,7 @@ public enum ImageIOError: Error, CustomStringConvertible {
         case .fileNotFound(let p): return "\(p): no such file"
         case .unreadable(let p, let r): return "\(p): cannot read file (\(r))"
         case .emptyFile(let p): return "\(p): file is empty (0 bytes)"
-        case .unsupportedFormat(let p): return "\(p): not a PNG or JPEG image"
+        case .unsupportedFormat(let p): return "\(p): not a PNG, JPEG, WebP, BMP or TIFF image"
         case .decodeFailed(let p, let r): return "\(p): cannot decode image (\(r))"
         case .encodeFailed(let p, let r): return "\(p): cannot encode PNG (\(r))"
         case .writeFailed(let p, let r): return "\(p): cannot write file (\(r))"
@@ -112,7 +112,7 @@ public enum ImageIO {
 
     // MARK: reading
 
-    /// Read a PNG or JPEG as 8-bit RGB (HxWx3). Alpha is dropped, palettes expanded.
+    /// Read a PNG, JPEG, WebP, BMP or TIFF as 8-bit RGB (HxWx3). Alpha is dropped, palettes expanded.
     public static func readImage(path: String) throws -> (width: Int, height: Int, rgb: [UInt8]) {
         let frame = try decodeImageFile(path: path)
         return (frame.width, frame.height, try rgbBytes(of: frame, path: path))
@@ -203,18 +203,22 @@ public enum ImageIO {
         return bytes
     }
 
-    /// Decode a PNG or JPEG (chosen by magic bytes, not by extension) into a frame.
+    /// The still-image codec of a file, by its magic bytes (not its extension).
+    static func imageCodec(_ b: [UInt8]) -> AVCodecID? {
+        if b.starts(with: pngMagic) { return AV_CODEC_ID_PNG }
+        if b.starts(with: [0xFF, 0xD8, 0xFF]) { return AV_CODEC_ID_MJPEG }
+        if b.count > 12, b.starts(with: Array("RIFF".utf8)), b[8..<12].elementsEqual(Array("WEBP".utf8)) { return AV_CODEC_ID_WEBP }
+        if b.count > 14, b.starts(with: Array("BM".utf8)) { return AV_CODEC_ID_BMP }
+        if b.starts(with: [0x49, 0x49, 0x2A, 0x00]) || b.starts(with: [0x4D, 0x4D, 0x00, 0x2A]) { return AV_CODEC_ID_TIFF }
+        return nil
+    }
+
+    /// Decode a PNG, JPEG, WebP, BMP or TIFF (chosen by magic bytes, not by extension) into a frame:
+    /// each is one whole-file packet to its FFmpeg decoder.
     static func decodeImageFile(path: String) throws -> OwnedFrame {
         _ = FF.configureLogging
         let bytes = try readFileBytes(path: path)
-        let codecID: AVCodecID
-        if bytes.starts(with: pngMagic) {
-            codecID = AV_CODEC_ID_PNG
-        } else if bytes.count > 3, bytes[0] == 0xFF, bytes[1] == 0xD8, bytes[2] == 0xFF {
-            codecID = AV_CODEC_ID_MJPEG
-        } else {
-            throw ImageIOError.unsupportedFormat(path: path)
-        }
+        guard let codecID = imageCodec(bytes) else { throw ImageIOError.unsupportedFormat(path: path) }
         guard let codec = avcodec_find_decoder(codecID) else {
             throw ImageIOError.decodeFailed(path: path, reason: "this FFmpeg build has no decoder for it")
         }

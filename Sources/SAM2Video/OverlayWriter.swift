@@ -46,6 +46,17 @@ public final class OverlayWriter {
         colours[((objectId % colours.count) + colours.count) % colours.count]
     }
 
+    /// A colour per index that stays distinct past tab10's ten: tab10 first, then hues a golden
+    /// angle apart (for "segment everything", which draws dozens of masks).
+    public static func distinctColour(_ k: Int) -> (UInt8, UInt8, UInt8) {
+        if k >= 0 && k < colours.count { return colours[k] }
+        let hue = (Double(k) * 0.618033988749895).truncatingRemainder(dividingBy: 1) * 6
+        let (s, v) = (0.75, 0.95), sector = Int(hue), f = hue - Double(sector)
+        let (p, q, t) = (v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f)))
+        let rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][sector % 6]
+        return (UInt8(rgb.0 * 255), UInt8(rgb.1 * 255), UInt8(rgb.2 * 255))
+    }
+
     /// `encoder` picks "libx264" or "mpeg4" explicitly; nil takes the best available.
     public init(path: String, width: Int, height: Int, fps: Double, encoder preferred: String? = nil) throws {
         _ = FF.configureLogging
@@ -225,12 +236,13 @@ public final class OverlayWriter {
     /// The overlay picture in RGB at the frame's size (exposed for previews/tests).
     public static func compose(frame: VideoFrame, masks: [(objectId: Int, mask: BinaryMask)],
                                points: [(x: Double, y: Double, positive: Bool)],
-                               boxes: [(Double, Double, Double, Double)]) -> [UInt8] {
+                               boxes: [(Double, Double, Double, Double)],
+                               colour paint: (Int) -> (UInt8, UInt8, UInt8) = colour(for:)) -> [UInt8] {
         let w = frame.width, h = frame.height
         var out = frame.rgb
         guard out.count == w * h * 3 else { return out }
         for (id, mask) in masks where mask.width == w && mask.height == h {
-            let c = colour(for: id)
+            let c = paint(id)
             let tint = [UInt16(c.0), UInt16(c.1), UInt16(c.2)]
             for i in 0..<(w * h) where mask.bits[i] != 0 {
                 for k in 0..<3 {

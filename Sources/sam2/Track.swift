@@ -103,20 +103,7 @@ struct Track: ParsableCommand {
         let actions = script.actions
 
         // Model config (by name or file) and checkpoint (given, or from the cache): cheap checks first.
-        let cfg: SAM2Config, name: String
-        if let config {
-            cfg = try SAM2Config.load(path: config)
-            name = URL(fileURLWithPath: config).deletingPathExtension().lastPathComponent
-        } else {
-            let requested = model ?? "sam2.1_hiera_tiny"
-            guard let canonical = SAM2Config.canonicalModelName(requested) else {
-                throw PredictorError("unknown model '\(requested)'; known: \(SAM2Config.knownModelNames.joined(separator: ", "))")
-            }
-            cfg = try SAM2Config.named(canonical)
-            name = canonical
-        }
-        let ckpt = try checkpoint ?? CheckpointCache.path(forModel: name)
-        try checkReadableFile(ckpt, what: "checkpoint")
+        let (cfg, ckpt) = try CheckpointCache.resolve(model: model, config: config, checkpoint: checkpoint)
 
         // The video, then every prompt against it: a bad correction late in the script fails now,
         // not after minutes of tracking.
@@ -323,6 +310,26 @@ enum CheckpointCache {
     static var directory: String {
         if let d = ProcessInfo.processInfo.environment["SAM2_CHECKPOINTS"], !d.isEmpty { return d }
         return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/sam2/checkpoints").path
+    }
+
+    /// `--model NAME` (default sam2.1_hiera_tiny) or `--config FILE`, and `--checkpoint FILE` or the
+    /// cached official checkpoint of that model: the config, and a checkpoint known to be readable.
+    static func resolve(model: String?, config: String?, checkpoint: String?) throws -> (config: SAM2Config, checkpoint: String) {
+        let cfg: SAM2Config, name: String
+        if let config {
+            cfg = try SAM2Config.load(path: config)
+            name = URL(fileURLWithPath: config).deletingPathExtension().lastPathComponent
+        } else {
+            let requested = model ?? "sam2.1_hiera_tiny"
+            guard let canonical = SAM2Config.canonicalModelName(requested) else {
+                throw PredictorError("unknown model '\(requested)'; known: \(SAM2Config.knownModelNames.joined(separator: ", "))")
+            }
+            cfg = try SAM2Config.named(canonical)
+            name = canonical
+        }
+        let ckpt = try checkpoint ?? path(forModel: name)
+        try checkReadableFile(ckpt, what: "checkpoint")
+        return (cfg, ckpt)
     }
 
     static func path(forModel name: String) throws -> String {
