@@ -236,11 +236,13 @@ public final class AutomaticMaskGenerator {
             let logits = Interpolate.bilinear(c.logits, height: cropSize.h, width: cropSize.w)
             let stability = Self.stabilityScore(logits.data, threshold: threshold, offset: offset)
             if parameters.stabilityScoreThresh > 0 && !(Double(stability) >= parameters.stabilityScoreThresh) { continue }
-            let bits = logits.data.map { $0 > threshold ? UInt8(1) : 0 }
-            let xyxy = Self.maskToBox(bits, width: cropSize.w, height: cropSize.h)
+            let bits = MaskOps.threshold(logits.data, above: threshold)
+            let xyxy = MaskOps.boundingBox(bits, width: cropSize.w, height: cropSize.h)
             let uncropped = [xyxy[0] + cropBox[0], xyxy[1] + cropBox[1], xyxy[2] + cropBox[0], xyxy[3] + cropBox[1]]
             if Self.isNearCropEdge(uncropped, cropBox: cropBox, imageBox: [0, 0, origSize.w, origSize.h]) { continue }
-            let counts = Self.rleCounts(cropBits: bits, cropBox: cropBox, width: origSize.w, height: origSize.h)
+            // `uncrop_masks` + `mask_to_rle_pytorch`.
+            let counts = MaskOps.rleCounts(bits, width: cropSize.w, height: cropSize.h, placedAt: cropBox[0], cropBox[1],
+                                           inWidth: origSize.w, height: origSize.h)
             let area = stride(from: 1, to: counts.count, by: 2).reduce(0) { $0 + counts[$1] }
             let record = Record(rleCounts: counts, width: origSize.w, height: origSize.h, area: area,
                                 bbox: [Double(uncropped[0]), Double(uncropped[1]), Double(uncropped[2] - uncropped[0]),
@@ -267,49 +269,12 @@ public final class AutomaticMaskGenerator {
     /// `calculate_stability_score`: IoU of the masks thresholded at `threshold ± offset`
     /// (NaN for an empty union, as there).
     public static func stabilityScore(_ logits: [Float], threshold: Float, offset: Float) -> Float {
-        var inter = 0, union = 0
-        let hi = threshold + offset, lo = threshold - offset
-        for v in logits {
-            if v > hi { inter += 1 }
-            if v > lo { union += 1 }
-        }
-        return Float(inter) / Float(union)
-    }
-
-    /// `batched_mask_to_box` for one mask: XYXY of the first and last set column and row (the
-    /// right and bottom edges are pixel indices, not +1); `[0, 0, 0, 0]` when empty.
-    public static func maskToBox(_ bits: [UInt8], width w: Int, height h: Int) -> [Int] {
-        var (left, top, right, bottom) = (w, h, -1, -1)
-        for y in 0..<h {
-            for x in 0..<w where bits[y * w + x] != 0 {
-                left = min(left, x); right = max(right, x)
-                top = min(top, y); bottom = max(bottom, y)
-            }
-        }
-        return right < 0 ? [0, 0, 0, 0] : [left, top, right, bottom]
+        Float(MaskOps.countAbove(logits, threshold + offset)) / Float(MaskOps.countAbove(logits, threshold - offset))
     }
 
     /// `is_box_near_crop_edge` (atol 20): near an edge of the crop that is not an edge of the image.
     static func isNearCropEdge(_ box: [Int], cropBox: [Int], imageBox: [Int]) -> Bool {
         (0..<4).contains { abs(box[$0] - cropBox[$0]) <= 20 && !(abs(box[$0] - imageBox[$0]) <= 20) }
-    }
-
-    /// `uncrop_masks` + `mask_to_rle_pytorch`: column-major run lengths of the crop's mask placed in
-    /// an otherwise empty `width x height` image.
-    static func rleCounts(cropBits: [UInt8], cropBox: [Int], width: Int, height: Int) -> [Int] {
-        let (x0, y0, x1, y1) = (cropBox[0], cropBox[1], cropBox[2], cropBox[3])
-        let cw = x1 - x0
-        var counts = [Int](), current: UInt8 = 0, run = 0
-        for x in 0..<width {
-            for y in 0..<height {
-                let inside = x >= x0 && x < x1 && y >= y0 && y < y1
-                let v: UInt8 = inside && cropBits[(y - y0) * cw + (x - x0)] != 0 ? 1 : 0
-                if v != current { counts.append(run); run = 0; current = v }
-                run += 1
-            }
-        }
-        counts.append(run)
-        return counts
     }
 
     /// `torchvision.ops.nms` (one category): boxes by descending score (stable), each suppressing

@@ -1,4 +1,5 @@
 import Foundation
+import SAM2Tensor
 
 /// A mask's pixels as a COCO run-length encoding was not valid.
 public struct RLEError: Error, CustomStringConvertible {
@@ -42,24 +43,7 @@ public struct BinaryMask: Equatable, Sendable {
     /// Run lengths in column-major (Fortran) order, starting with a background
     /// run (possibly 0), as pycocotools' `encode` produces.
     public func rleCounts() -> [Int] {
-        var counts: [Int] = []
-        var current: UInt8 = 0
-        var run = 0
-        bits.withUnsafeBufferPointer { b in
-            for x in 0..<width {
-                for y in 0..<height {
-                    let v: UInt8 = b[y * width + x] != 0 ? 1 : 0
-                    if v != current {
-                        counts.append(run)
-                        run = 0
-                        current = v
-                    }
-                    run += 1
-                }
-            }
-        }
-        counts.append(run)
-        return counts
+        MaskOps.rleCounts(bits, width: width, height: height)
     }
 
     /// The compressed RLE string of pycocotools (`rleToString`): each count,

@@ -230,8 +230,7 @@ public final class ImagePredictor {
 
     /// `F.interpolate(bilinear, align_corners=False)` to the image's size, then `> maskThreshold`.
     func upsampledMask(_ lowRes: Tensor, width: Int, height: Int) -> [UInt8] {
-        if maskThreshold == 0 { return Interpolate.bilinearMask(lowRes, height: height, width: width) }
-        return Interpolate.bilinear(lowRes, height: height, width: width).data.map { $0 > maskThreshold ? 1 : 0 }
+        Interpolate.bilinearMask(lowRes, height: height, width: width, threshold: maskThreshold)
     }
 
     /// `_prep_prompts` and the box-before-clicks concatenation of `_predict`, in the model's

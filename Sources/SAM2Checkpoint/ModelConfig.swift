@@ -709,8 +709,9 @@ extension SAM2Config {
                     case UInt8(ascii: "#") where i == 0 || bytes[i - 1] == space || bytes[i - 1] == tab: i = bytes.count
                     case UInt8(ascii: "["), UInt8(ascii: "{"): flow += 1
                     case UInt8(ascii: "]"), UInt8(ascii: "}"): flow = max(flow - 1, 0)
-                    case UInt8(ascii: "-"), UInt8(ascii: "?"), UInt8(ascii: ":") where next == space || next == tab || next == UInt8(ascii: "\r"):
-                        indicators += 1
+                    case UInt8(ascii: "-"), UInt8(ascii: "?"), UInt8(ascii: ":"):
+                        // An indicator only when a blank follows (`-1` and `a:b` are scalars).
+                        if next == space || next == tab || next == UInt8(ascii: "\r") { indicators += 1 }
                     default: break
                     }
                     deepest = max(deepest, indent + indicators + flow)

@@ -15,9 +15,9 @@ public enum Interpolate {
         return Tensor(shape: [c, oh, ow], data: out)
     }
 
-    /// `bilinear(x) > 0` for a one-channel map, as bytes (1 or 0): a mask at another resolution
-    /// without writing out the upsampled logits.
-    public static func bilinearMask(_ x: Tensor, height oh: Int, width ow: Int) -> [UInt8] {
+    /// `bilinear(x) > threshold` for a one-channel map, as bytes (1 or 0): a mask at another
+    /// resolution without writing out the upsampled logits.
+    public static func bilinearMask(_ x: Tensor, height oh: Int, width ow: Int, threshold: Float = 0) -> [UInt8] {
         precondition(x.rank == 3 && x.shape[0] == 1, "bilinearMask: one channel, got \(x.shape)")
         var out = [UInt8](unsafeUninitializedCapacity: oh * ow) { _, n in n = oh * ow }
         out.withUnsafeMutableBufferPointer { d in
@@ -25,7 +25,7 @@ public enum Interpolate {
             forEachBilinearRow(x, height: oh, width: ow) { row, compute in
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: ow) { t in
                     compute(t.baseAddress!)
-                    for i in 0..<ow { dp[row * ow + i] = t[i] > 0 ? 1 : 0 }
+                    for i in 0..<ow { dp[row * ow + i] = t[i] > threshold ? 1 : 0 }
                 }
             }
         }

@@ -355,7 +355,7 @@ struct Segment: ParsableCommand {
         }
 
         func json(id: Int) -> SA1B.Annotation {
-            let box = AutomaticMaskGenerator.maskToBox(mask.bits, width: mask.width, height: mask.height)
+            let box = MaskOps.boundingBox(mask.bits, width: mask.width, height: mask.height)
             return SA1B.Annotation(id: id, segmentation: .init(size: [mask.height, mask.width], counts: mask.cocoRLEString()),
                                    area: mask.area, bbox: [Double(box[0]), Double(box[1]), Double(box[2] - box[0]), Double(box[3] - box[1])],
                                    predicted_iou: Double(predictedIou), stability_score: Double(stabilityScore),

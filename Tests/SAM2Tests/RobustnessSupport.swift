@@ -78,8 +78,8 @@ enum Robust {
         if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         let logs = FileManager.default.temporaryDirectory.appendingPathComponent("sam2-run-\(UUID().uuidString)")
         let outPath = logs.path + ".out", errPath = logs.path + ".err"
-        FileManager.default.createFile(atPath: outPath, contents: nil)
-        FileManager.default.createFile(atPath: errPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
         let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
         process.standardOutput = out

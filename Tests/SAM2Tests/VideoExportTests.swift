@@ -1,4 +1,5 @@
 import Foundation
+import SAM2
 import XCTest
 @testable import SAM2Video
 

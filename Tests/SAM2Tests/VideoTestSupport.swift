@@ -45,7 +45,7 @@ enum VideoTestSupport {
         // Stderr goes to a file so a chatty tool can never block on a full pipe
         // while we drain stdout.
         let errURL = FileManager.default.temporaryDirectory.appendingPathComponent("sam2-test-stderr-\(UUID().uuidString)")
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: errURL) }
         let errHandle = try FileHandle(forWritingTo: errURL)
         defer { try? errHandle.close() }
