@@ -20,10 +20,18 @@ struct Bench: ParsableCommand {
     @Option(help: "Click x,y on frame 0 (default: the frame's centre).") var point: String?
     @Option(help: "Objects to track (each gets one click on frame 0, spread along the frame's diagonal).") var objects: Int = 1
     @Option(help: "Clicks on the cached frame 0 to time (the median is reported).") var clicks: Int = 9
+    @Option(help: "Image mode: time set_image, click to mask and segment-everything on this image instead of tracking.") var image: String?
+    @Option(help: "Image mode: also time one box per image on the first --batch-count images of this folder (images/s).") var batch: String?
+    @Option(help: "Image mode: how many images of --batch to use.") var batchCount: Int = 100
+    @Option(help: "Image mode: points per side of the segment-everything run (0 skips it).") var pointsPerSide: Int = 32
 
     func run() throws {
         if kernels { benchKernels(); return }
-        if video.isEmpty { fail("--video is required") }
+        if let image {
+            do { try benchImage(image) } catch { fail("\(error)") }
+            return
+        }
+        if video.isEmpty { fail("--video or --image is required") }
         if objects < 1 { fail("--objects must be at least 1") }
         if clicks < 1 { fail("--clicks must be at least 1") }
         do { try bench() } catch { fail("\(error)") }
@@ -59,8 +67,7 @@ struct Bench: ParsableCommand {
         FileHandle.standardError.write("warning: this is a debug build; benchmark a release build (swift build -c release)\n".data(using: .utf8)!)
         #endif
         let sgemmBefore = measureSGEMM()
-        let cfg = try config.map { try SAM2Config.load(path: $0) } ?? SAM2Config.named(model ?? "sam2.1_hiera_tiny")
-        let ckpt = try checkpoint ?? CheckpointCache.path(forModel: SAM2Config.canonicalModelName(model ?? "sam2.1_hiera_tiny") ?? "")
+        let (cfg, ckpt) = try CheckpointCache.resolve(model: model, config: config, checkpoint: checkpoint)
         var t0 = Date()
         let tensors = try Checkpoint.load(path: ckpt)
         let loadSeconds = Date().timeIntervalSince(t0)
@@ -121,6 +128,54 @@ struct Bench: ParsableCommand {
                      med, perFrame.reduce(0, +) / Double(perFrame.count), perFrame.count, gf, gf / med, 100 * gf / med / sgemm))
         print(String(format: "peak RSS %.0f MB", peakRSSMegabytes()))
         print(String(format: "RESULT median_s_per_frame=%.4f", med))
+    }
+
+    /// The image predictor and mask generator on one image: `set_image`, click to masks at the
+    /// image's resolution (the official `predict` defaults: three masks), segment everything with the
+    /// official defaults, and one box per image over a folder (decode + embed + predict).
+    private func benchImage(_ path: String) throws {
+        let (cfg, ckpt) = try CheckpointCache.resolve(model: model, config: config, checkpoint: checkpoint)
+        let net = try SAM2Model(config: cfg, checkpointPath: ckpt)
+        let image = try loadRGBImage(path)
+        func median(_ v: [Double]) -> Double { let s = v.sorted(); return s[s.count / 2] }
+        func timed(_ body: () throws -> Void) rethrows -> Double { let t0 = Date(); try body(); return Date().timeIntervalSince(t0) }
+        let predictor = ImagePredictor(model: net)
+        let setImage = median((0..<3).map { _ in timed { predictor.setImage(image) } })
+        let (w, h) = (Double(image.width), Double(image.height))
+        var clickTimes = [Double](), decoderTimes = [Double]()
+        for i in 0..<max(clicks, 1) {
+            let x = w * (0.3 + 0.4 * Double(i % 7) / 6), y = h * (0.3 + 0.4 * Double(i % 5) / 4)
+            let before = net.stageSeconds["mask_decoder"] ?? 0
+            clickTimes.append(try timed { _ = try predictor.predict(points: [(x, y)], labels: [1]) })
+            decoderTimes.append((net.stageSeconds["mask_decoder"] ?? 0) - before)
+        }
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; image \(image.width)x\(image.height)")
+        print(String(format: "set_image %.3f s", setImage))
+        print(String(format: "RESULT click_ms=%.2f (median of %d; 3 masks at %dx%d; of which the mask decoder %.2f ms)",
+                     median(clickTimes) * 1000, clickTimes.count, image.width, image.height, median(decoderTimes) * 1000))
+        if pointsPerSide > 0 {
+            var p = AutomaticMaskGenerator.Parameters()
+            p.pointsPerSide = pointsPerSide
+            let generator = try AutomaticMaskGenerator(model: net, parameters: p)
+            var count = 0
+            let seconds = try timed { count = try generator.generate(image).count }
+            print(String(format: "RESULT everything_s=%.2f (%dx%d points, %d masks)", seconds, pointsPerSide, pointsPerSide, count))
+        }
+        if let batch {
+            let names = try FileManager.default.contentsOfDirectory(atPath: batch)
+                .filter { Segment.imageExtensions.contains(($0 as NSString).pathExtension.lowercased()) }.sorted().prefix(batchCount)
+            guard !names.isEmpty else { throw PredictorError("no images in \(batch)") }
+            let seconds = try timed {
+                for name in names {
+                    let img = try loadRGBImage((batch as NSString).appendingPathComponent(name))
+                    predictor.setImage(img)
+                    let (bw, bh) = (Double(img.width), Double(img.height))
+                    _ = try predictor.predict(box: ImageBox(x0: bw * 0.25, y0: bh * 0.25, x1: bw * 0.75, y1: bh * 0.75), multimask: false)
+                }
+            }
+            print(String(format: "RESULT batch_images_per_s=%.3f (%d images, one box each, %.2f s)", Double(names.count) / seconds, names.count, seconds))
+        }
+        print(String(format: "peak RSS %.0f MB", peakRSSMegabytes()))
     }
 
     /// Best of 5 sgemm runs at 2048³ (17 GFLOP each). Taken before and after tracking, and the

@@ -137,14 +137,19 @@ struct Segment: ParsableCommand {
         // Prompts are parsed and checked against each image's size before the model loads.
         let prompt = try parsePrompt()
         let params = try generatorParameters()
-        for item in items where !everything {
-            let size = try imageSize(item)
-            try checkInside(prompt, width: size.width, height: size.height, name: item.path)
+        // Every image is decoded once up front (a fraction of its model time), so that a damaged
+        // file late in a folder fails the run before anything is written.
+        for item in items {
+            let image = try loadItem(item)
+            if !everything { try checkInside(prompt, width: image.width, height: image.height, name: item.path) }
+            try interruption.check("stopped by \(signalName(interruption.signal ?? SIGINT)) while checking the inputs; nothing written")
         }
         let maskLogits = try maskInput.map(loadMaskInput)
         let (cfg, ckpt) = try CheckpointCache.resolve(model: model, config: config, checkpoint: checkpoint)
         let net = try SAM2Model(config: cfg, checkpointPath: ckpt)
-        try prepareOutput()
+        let created = try prepareOutput()
+        var wrote = false
+        defer { if created && !wrote { rmdir(output) } }  // removes it only if still empty
 
         let predictor = ImagePredictor(model: net, maskThreshold: Float(maskThreshold ?? 0))
         let generator = everything ? try AutomaticMaskGenerator(model: net, parameters: params) : nil
@@ -165,6 +170,7 @@ struct Segment: ParsableCommand {
                 markers = (prompt.points.map { ($0.x, $0.y, $0.positive) }, prompt.boxes.map { ($0.x0, $0.y0, $0.x1, $0.y1) })
             }
             try write(annotations, image: image, item: item, imageId: n, markers: markers)
+            wrote = true
             done += 1
             print(String(format: "[%d/%d] %@: %d masks in %.2f s -> %@", n + 1, items.count, item.name, annotations.count,
                          Date().timeIntervalSince(t0), (output as NSString).appendingPathComponent(item.name)))
@@ -313,12 +319,6 @@ struct Segment: ParsableCommand {
         return items
     }
 
-    private func imageSize(_ item: Item) throws -> (width: Int, height: Int) {
-        if item.frame == nil, let s = ImageIO.headerSize(path: item.path) { return s }
-        let image = try loadItem(item)
-        return (image.width, image.height)
-    }
-
     private func loadItem(_ item: Item) throws -> RGBImage {
         guard let frame = item.frame else { return try loadRGBImage(item.path) }
         let reader = try VideoFrameReader(path: item.path, limit: frame + 1)
@@ -413,8 +413,9 @@ struct Segment: ParsableCommand {
         guard rename(tmp, final) == 0 else { throw PredictorError("cannot move results into \(final): \(String(cString: strerror(errno)))") }
     }
 
-    /// The output folder must be empty (or --overwrite) and writable before any work.
-    private func prepareOutput() throws {
+    /// The output folder must be empty (or --overwrite) and writable before any work. Returns
+    /// whether it was created.
+    private func prepareOutput() throws -> Bool {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: output, isDirectory: &isDir) {
             guard isDir.boolValue else { throw PredictorError("output \(output) exists and is not a folder") }
@@ -423,11 +424,12 @@ struct Segment: ParsableCommand {
                 throw PredictorError("output folder \(output) is not empty; pass --overwrite to replace its results")
             }
             guard FileManager.default.isWritableFile(atPath: output) else { throw PredictorError("output folder \(output) is not writable") }
-            return
+            return false
         }
         do { try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true) } catch {
             throw PredictorError("cannot create output folder \(output): \(describe(error))")
         }
+        return true
     }
 }
 
