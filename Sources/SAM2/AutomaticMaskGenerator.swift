@@ -212,10 +212,15 @@ public final class AutomaticMaskGenerator {
     /// `_process_batch`: one click per point, then the filters, boxes and run-length encoding.
     private func processBatch(_ points: [(x: Double, y: Double)], cropSize: (w: Int, h: Int), cropBox: [Int],
                               origSize: (w: Int, h: Int)) throws -> [(record: Record, cropXYXY: [Int])] {
+        // Each click is decoded on its own; the clicks of a batch run side by side, one per core
+        // (their kernels' parallel loops then run inline), which keeps every core busy through the
+        // decoder's many small steps.
+        let points32 = points.map { (x: Float($0.x), y: Float($0.y)) }  // torch.as_tensor(points, dtype=float32)
+        let decoded = try Self.concurrently(points32.count) { i in
+            try decode(points32[i], maskInput: nil, cropSize: cropSize, multimask: parameters.multimaskOutput)
+        }
         var candidates = [Candidate]()
-        for p in points {
-            let point = (x: Float(p.x), y: Float(p.y))  // torch.as_tensor(points, dtype=float32)
-            let out = try decode(point, maskInput: nil, cropSize: cropSize, multimask: parameters.multimaskOutput)
+        for (point, out) in zip(points32, decoded) {
             for c in 0..<out.ious.count {
                 candidates.append(Candidate(iou: out.ious[c], point: point, logits: out.postprocessed.rows(c..<(c + 1)),
                                             lowRes: out.masks.rows(c..<(c + 1)).map { min(max($0, -32), 32) }))
@@ -223,7 +228,9 @@ public final class AutomaticMaskGenerator {
         }
         if parameters.useM2m {
             // `refine_with_m2m`: each mask's own click again, with its low-res logits as the mask prompt.
-            candidates = try candidates.map { c in
+            let first = candidates
+            candidates = try Self.concurrently(first.count) { i in
+                let c = first[i]
                 let out = try decode(c.point, maskInput: c.lowRes, cropSize: cropSize, multimask: false)
                 return Candidate(iou: out.ious[0], point: c.point, logits: out.postprocessed, lowRes: c.lowRes)
             }
@@ -254,6 +261,12 @@ public final class AutomaticMaskGenerator {
             out.append((record, xyxy))
         }
         return out
+    }
+
+    /// `body` for 0..<count on all cores, results in order; the first error is rethrown.
+    static func concurrently<T>(_ count: Int, _ body: (Int) throws -> T) throws -> [T] {
+        let results = Parallelism.map(count) { i in Result { try body(i) } }
+        return try results.map { try $0.get() }
     }
 
     /// One click at a crop-pixel point through the predictor's decoder.

@@ -40,9 +40,14 @@ public final class SAM2Model {
     func timed<T>(_ stage: String, _ body: () -> T) -> T {
         let t0 = DispatchTime.now().uptimeNanoseconds
         let r = body()
-        stageSeconds[stage, default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        stageLock.lock()
+        stageSeconds[stage, default: 0] += seconds
+        stageLock.unlock()
         return r
     }
+    /// Prompts may be decoded on several threads at once (the mask generator).
+    private let stageLock = NSLock()
 
     public let hiddenDim: Int
     public let memDim: Int
