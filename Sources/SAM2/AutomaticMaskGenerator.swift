@@ -167,7 +167,9 @@ public final class AutomaticMaskGenerator {
         let total = crops.reduce(0) { $0 + pointGrids[$1.layer].count }
         var done = 0
         var records = [Record]()
-        for (box, layer) in crops {
+        // On images smaller than the crop layers' overlap a crop can be empty (the official code
+        // then fails in set_image): there is nothing to segment in it.
+        for (box, layer) in crops where box[2] > box[0] && box[3] > box[1] {
             records += try processCrop(image, box: box, layer: layer) { n in
                 done += n
                 progress?(done, total)
