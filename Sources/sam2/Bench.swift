@@ -14,9 +14,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Video to track through.") var video: String = ""
     @Flag(help: "Instead of tracking, time the attention kernel on SAM 2's shapes at 1024 (best of 5).") var kernels = false
     @Option(help: "Frames to track (the first is the prompted frame).") var frames: Int = 8
-    @Option(help: "Model config YAML.") var config: String?
-    @Option(help: "Model name (default sam2.1_hiera_tiny).") var model: String?
-    @Option(help: "Checkpoint file.") var checkpoint: String?
+    @OptionGroup var modelOptions: ModelOptions
     @Option(help: "Click x,y on frame 0 (default: the frame's centre).") var point: String?
     @Option(help: "Objects to track (each gets one click on frame 0, spread along the frame's diagonal).") var objects: Int = 1
     @Option(help: "Clicks on the cached frame 0 to time (the median is reported).") var clicks: Int = 9
@@ -67,7 +65,7 @@ struct Bench: ParsableCommand {
         FileHandle.standardError.write("warning: this is a debug build; benchmark a release build (swift build -c release)\n".data(using: .utf8)!)
         #endif
         let sgemmBefore = measureSGEMM()
-        let (cfg, ckpt) = try CheckpointCache.resolve(model: model, config: config, checkpoint: checkpoint)
+        let (cfg, ckpt) = try modelOptions.resolve()
         var t0 = Date()
         let tensors = try Checkpoint.load(path: ckpt)
         let loadSeconds = Date().timeIntervalSince(t0)
@@ -134,7 +132,7 @@ struct Bench: ParsableCommand {
     /// image's resolution (the official `predict` defaults: three masks), segment everything with the
     /// official defaults, and one box per image over a folder (decode + embed + predict).
     private func benchImage(_ path: String) throws {
-        let (cfg, ckpt) = try CheckpointCache.resolve(model: model, config: config, checkpoint: checkpoint)
+        let (cfg, ckpt) = try modelOptions.resolve()
         let net = try SAM2Model(config: cfg, checkpointPath: ckpt)
         let image = try loadRGBImage(path)
         func median(_ v: [Double]) -> Double { let s = v.sorted(); return s[s.count / 2] }

@@ -71,12 +71,7 @@ struct Segment: ParsableCommand {
     @Option(name: .customLong("mask-threshold"), help: "Logit threshold of the masks (default 0).")
     var maskThreshold: Double?
 
-    @Option(name: .long, help: "Model name: sam2.1_hiera_{tiny,small,base_plus,large} or sam2_hiera_* (default sam2.1_hiera_tiny).")
-    var model: String?
-    @Option(name: .long, help: ArgumentHelp("A model config YAML (official schema) instead of --model.", valueName: "FILE"))
-    var config: String?
-    @Option(name: .long, help: ArgumentHelp("The checkpoint (.pt or .safetensors).", valueName: "FILE"))
-    var checkpoint: String?
+    @OptionGroup var modelOptions: ModelOptions
 
     @Option(name: .shortAndLong, help: ArgumentHelp("Output folder: one subfolder per image.", valueName: "DIR"))
     var output: String
@@ -106,7 +101,6 @@ struct Segment: ParsableCommand {
         if boxes.count > 1 && (!points.isEmpty || !negatives.isEmpty || maskInput != nil) {
             throw ValidationError("with several boxes (one object each) give no clicks or mask input")
         }
-        if model != nil && config != nil { throw ValidationError("use either --model or --config, not both") }
         if let frame {
             if frame < 0 { throw ValidationError("--frame must not be negative") }
             if inputs.count != 1 { throw ValidationError("--frame N takes exactly one video") }
@@ -145,7 +139,7 @@ struct Segment: ParsableCommand {
             try interruption.check("stopped by \(signalName(interruption.signal ?? SIGINT)) while checking the inputs; nothing written")
         }
         let maskLogits = try maskInput.map(loadMaskInput)
-        let (cfg, ckpt) = try CheckpointCache.resolve(model: model, config: config, checkpoint: checkpoint)
+        let (cfg, ckpt) = try modelOptions.resolve()
         let net = try SAM2Model(config: cfg, checkpointPath: ckpt)
         let created = try prepareOutput()
         var wrote = false
@@ -262,17 +256,15 @@ struct Segment: ParsableCommand {
     private func generatorParameters() throws -> AutomaticMaskGenerator.Parameters {
         var p = AutomaticMaskGenerator.Parameters()
         if let v = pointsPerSide { p.pointsPerSide = v }
-        if let v = pointsPerBatch { p.pointsPerBatch = v }
-        if let v = predIouThresh { p.predIouThresh = v }
-        if let v = stabilityScoreThresh { p.stabilityScoreThresh = v }
-        if let v = stabilityScoreOffset { p.stabilityScoreOffset = v }
-        if let v = boxNmsThresh { p.boxNmsThresh = v }
-        if let v = cropNLayers { p.cropNLayers = v }
-        if let v = cropNmsThresh { p.cropNmsThresh = v }
-        if let v = cropOverlapRatio { p.cropOverlapRatio = v }
-        if let v = cropNPointsDownscaleFactor { p.cropNPointsDownscaleFactor = v }
-        if let v = minMaskRegionArea { p.minMaskRegionArea = v }
-        if let v = maskThreshold { p.maskThreshold = v }
+        let ints: [(WritableKeyPath<AutomaticMaskGenerator.Parameters, Int>, Int?)] = [
+            (\.pointsPerBatch, pointsPerBatch), (\.cropNLayers, cropNLayers),
+            (\.cropNPointsDownscaleFactor, cropNPointsDownscaleFactor), (\.minMaskRegionArea, minMaskRegionArea)]
+        let doubles: [(WritableKeyPath<AutomaticMaskGenerator.Parameters, Double>, Double?)] = [
+            (\.predIouThresh, predIouThresh), (\.stabilityScoreThresh, stabilityScoreThresh),
+            (\.stabilityScoreOffset, stabilityScoreOffset), (\.boxNmsThresh, boxNmsThresh), (\.cropNmsThresh, cropNmsThresh),
+            (\.cropOverlapRatio, cropOverlapRatio), (\.maskThreshold, maskThreshold)]
+        for (key, value) in ints { if let value { p[keyPath: key] = value } }
+        for (key, value) in doubles { if let value { p[keyPath: key] = value } }
         p.useM2m = useM2m
         try p.validate()
         return p
