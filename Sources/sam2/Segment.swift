@@ -189,22 +189,10 @@ struct Segment: ParsableCommand {
             return v.map { $0! }
         }
         var p = Prompt()
-        // Clicks in the order given on the command line, positives and negatives interleaved.
-        var clicks: [(Int, (x: Double, y: Double, positive: Bool))] = []
-        var pi = 0, ni = 0
-        for (i, arg) in CommandLine.arguments.enumerated() {
-            if (arg == "--point" || arg.hasPrefix("--point=")) && pi < points.count {
-                let v = try numbers(points[pi], 2, "--point"); pi += 1
-                clicks.append((i, (v[0], v[1], true)))
-            } else if (arg == "--neg" || arg.hasPrefix("--neg=")) && ni < negatives.count {
-                let v = try numbers(negatives[ni], 2, "--neg"); ni += 1
-                clicks.append((i, (v[0], v[1], false)))
-            }
-        }
-        // Not found on the command line (called from a test): positives, then negatives.
-        for s in points[pi...] { let v = try numbers(s, 2, "--point"); clicks.append((Int.max, (v[0], v[1], true))) }
-        for s in negatives[ni...] { let v = try numbers(s, 2, "--neg"); clicks.append((Int.max, (v[0], v[1], false))) }
-        p.points = clicks.map(\.1)
+        // Positive clicks, then negative ones (the decoder's tokens carry no order: only float
+        // rounding could tell the difference).
+        p.points = try points.map { let v = try numbers($0, 2, "--point"); return (v[0], v[1], true) }
+            + negatives.map { let v = try numbers($0, 2, "--neg"); return (v[0], v[1], false) }
         p.boxes = try boxes.map { s in
             let v = try numbers(s, 4, "--box")
             guard v[2] > v[0], v[3] > v[1] else { throw PredictorError("--box \(s): x1 must exceed x0 and y1 exceed y0") }
