@@ -51,17 +51,25 @@ final class SegmentCLITests: XCTestCase {
     }
 
     func testPromptsWriteTheLibrarysMasks() throws {
-        let run = try segment([try image(), "--point", "150,100", "--neg", "40,30", "--multimask", "--mask-threshold", "0.25", "--overlay"])
+        // The fixture's case c00: one click, three masks, mask threshold 0.25.
+        let run = try segment([try image(), "--point", "150,100", "--multimask", "--mask-threshold", "0.25", "--overlay"])
         XCTAssertEqual(run.status, 0, run.stderr)
         let out = try outputs("synth")
         let (model, img) = try library()
         let want = try ImagePredictor(model: model, maskThreshold: 0.25).then { $0.setImage(img) }
-            .predict(points: [(150, 100), (40, 30)], labels: [1, 0])
+            .predict(points: [(150, 100)], labels: [1])
         XCTAssertEqual(out.rle, want.masks)
         XCTAssertEqual(out.png, want.masks)
+        // ...and the official predictor's masks for it (compare_image.py's limit: IoU >= 0.99 each).
+        let official = try Safetensors.read(path: "\(Self.fixture)/outputs.safetensors")["c00.mask_bits"]!.bytes
+        let plane = 317 * 203
+        let bits = ImageParityReport.unpack(official, 3 * plane)
+        for k in 0..<3 {
+            XCTAssertGreaterThanOrEqual(ImageParityReport.iou(Array(bits[(k * plane)..<((k + 1) * plane)]), out.png[k].bits), 0.99, "mask \(k)")
+        }
         let anns = out.json["annotations"] as! [[String: Any]]
         XCTAssertEqual(anns.map { Float($0["predicted_iou"] as! Double) }, want.ious)
-        XCTAssertEqual(anns[0]["point_coords"] as! [[Double]], [[150, 100], [40, 30]])
+        XCTAssertEqual(anns[0]["point_coords"] as! [[Double]], [[150, 100]])
         XCTAssertEqual(anns[1]["area"] as? Int, want.masks[1].area)
         let image = out.json["image"] as! [String: Any]
         XCTAssertEqual(image["width"] as? Int, 317)
@@ -110,9 +118,12 @@ final class SegmentCLITests: XCTestCase {
             _ = try VideoTestSupport.run(ffmpeg, ["-loglevel", "error", "-i", "\(Self.fixture)/image.png", "\(folder)/a_\(ext).\(ext)"])
             XCTAssertEqual(try ImageIO.readImage(path: "\(folder)/a_\(ext).\(ext)").rgb, try ImageIO.readImage(path: "\(Self.fixture)/image.png").rgb, ext)
         }
-        let run = try segment([folder, "--point", "150,100"])
+        let run = try segment([folder, "--point", "150,100", "--neg", "40,30"])
         XCTAssertEqual(run.status, 0, run.stderr)
         XCTAssertEqual(try outputs("a_bmp").rle, try outputs("a_tiff").rle)
+        let (model, img) = try library()
+        let want = try ImagePredictor(model: model).then { $0.setImage(img) }.predict(points: [(150, 100), (40, 30)], labels: [1, 0], multimask: false)
+        XCTAssertEqual(try outputs("a_bmp").rle, want.masks)
         let video = try segment([Robust.clip, "--frame", "3", "--box", "100,50,300,200", "--overwrite"])
         XCTAssertEqual(video.status, 0, video.stderr)
         XCTAssertEqual(try outputs("synth_00003").rle.count, 1)
