@@ -238,17 +238,18 @@ public final class AutomaticMaskGenerator {
             }
         }
         let threshold = Float(parameters.maskThreshold), offset = Float(parameters.stabilityScoreOffset)
-        var out = [(record: Record, cropXYXY: [Int])]()
-        for c in candidates {
-            if parameters.predIouThresh > 0 && !(Double(c.iou) > parameters.predIouThresh) { continue }
+        // Candidates past the IoU filter are upsampled, scored and encoded side by side, one per core.
+        let passing = candidates.filter { !(parameters.predIouThresh > 0) || Double($0.iou) > parameters.predIouThresh }
+        let processed = try Self.concurrently(passing.count) { i -> (record: Record, cropXYXY: [Int])? in
+            let c = passing[i]
             // The masks at the crop's resolution, as logits (`return_logits=True`).
             let logits = Interpolate.bilinear(c.logits, height: cropSize.h, width: cropSize.w)
             let stability = Self.stabilityScore(logits.data, threshold: threshold, offset: offset)
-            if parameters.stabilityScoreThresh > 0 && !(Double(stability) >= parameters.stabilityScoreThresh) { continue }
+            if parameters.stabilityScoreThresh > 0 && !(Double(stability) >= parameters.stabilityScoreThresh) { return nil }
             let bits = MaskOps.threshold(logits.data, above: threshold)
             let xyxy = MaskOps.boundingBox(bits, width: cropSize.w, height: cropSize.h)
             let uncropped = [xyxy[0] + cropBox[0], xyxy[1] + cropBox[1], xyxy[2] + cropBox[0], xyxy[3] + cropBox[1]]
-            if Self.isNearCropEdge(uncropped, cropBox: cropBox, imageBox: [0, 0, origSize.w, origSize.h]) { continue }
+            if Self.isNearCropEdge(uncropped, cropBox: cropBox, imageBox: [0, 0, origSize.w, origSize.h]) { return nil }
             // `uncrop_masks` + `mask_to_rle_pytorch`.
             let counts = MaskOps.rleCounts(bits, width: cropSize.w, height: cropSize.h, placedAt: cropBox[0], cropBox[1],
                                            inWidth: origSize.w, height: origSize.h)
@@ -260,9 +261,9 @@ public final class AutomaticMaskGenerator {
                                 pointCoords: (c.point.x + Float(cropBox[0]), c.point.y + Float(cropBox[1])),
                                 stabilityScore: stability,
                                 cropBox: [cropBox[0], cropBox[1], cropBox[2] - cropBox[0], cropBox[3] - cropBox[1]])
-            out.append((record, xyxy))
+            return (record, xyxy)
         }
-        return out
+        return processed.compactMap { $0 }
     }
 
     /// `body` for 0..<count on all cores, results in order; the first error is rethrown.
