@@ -46,12 +46,7 @@ struct Track: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("An action script (JSON) instead of the quick flags.", valueName: "FILE"))
     var prompts: String?
 
-    @Option(name: .long, help: "Model name: sam2.1_hiera_{tiny,small,base_plus,large} or sam2_hiera_* (default sam2.1_hiera_tiny).")
-    var model: String?
-    @Option(name: .long, help: ArgumentHelp("A model config YAML (official schema) instead of --model.", valueName: "FILE"))
-    var config: String?
-    @Option(name: .long, help: ArgumentHelp("The checkpoint (.pt or .safetensors).", valueName: "FILE"))
-    var checkpoint: String?
+    @OptionGroup var modelOptions: ModelOptions
 
     @Option(name: .shortAndLong, help: ArgumentHelp("Output folder for the masks.", valueName: "DIR"))
     var output: String
@@ -71,7 +66,6 @@ struct Track: ParsableCommand {
     func validate() throws {
         if prompts != nil && !frames.isEmpty { throw ValidationError("use either --prompts or the --frame groups, not both") }
         if prompts == nil && frames.isEmpty { throw ValidationError("give prompts: --frame N --point x,y (or --box, --neg), or --prompts FILE.json") }
-        if model != nil && config != nil { throw ValidationError("use either --model or --config, not both") }
         if let limit, limit <= 0 { throw ValidationError("--limit must be positive") }
     }
 
@@ -103,7 +97,7 @@ struct Track: ParsableCommand {
         let actions = script.actions
 
         // Model config (by name or file) and checkpoint (given, or from the cache): cheap checks first.
-        let (cfg, ckpt) = try CheckpointCache.resolve(model: model, config: config, checkpoint: checkpoint)
+        let (cfg, ckpt) = try modelOptions.resolve()
 
         // The video, then every prompt against it: a bad correction late in the script fails now,
         // not after minutes of tracking.
