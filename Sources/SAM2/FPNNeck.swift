@@ -11,6 +11,11 @@ public struct BackboneFeatures {
 
     /// The lowest-resolution level: the frame embedding memory attention conditions.
     public var visionFeatures: Tensor { levels[levels.count - 1] }
+
+    public init(levels: [Tensor], positions: [Tensor]) {
+        self.levels = levels
+        self.positions = positions
+    }
 }
 
 /// The FPN neck: 1x1 lateral convs, top-down nearest upsampling on chosen levels,

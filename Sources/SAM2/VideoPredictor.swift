@@ -70,15 +70,19 @@ public final class VideoPredictor {
     private var framesTracked: [[Int: Bool]] = []
     /// Where memory of frames far behind the tracking front goes (nil if no temporary file can be made).
     private let spillFile = SpillFile()
-    /// The most recently used frame's features (repeated clicks on a frame reuse them).
+    /// The most recently used frame's features, with the work on it every object shares
+    /// (repeated clicks on a frame reuse them).
     private var cachedFeatures: (index: Int, features: FrameFeatures)?
+    /// Every frame's image-encoder output, so re-propagation after a correction skips the encoder.
+    public let featureCache: FrameFeatureCache
 
     /// Called after each image-encoder pass (for progress and benchmarks).
     public var onImageEncoded: ((Int) -> Void)?
 
-    public init(model: SAM2Model, source: FrameSource) {
+    public init(model: SAM2Model, source: FrameSource, featureCache: FrameFeatureCache = FrameFeatureCache()) {
         self.model = model
         self.source = source
+        self.featureCache = featureCache
     }
 
     // MARK: prompts
@@ -316,13 +320,20 @@ public final class VideoPredictor {
         try PromptCheck.frame(frame, frameCount: numFrames)
     }
 
-    /// Image features of a frame, from the one-frame cache or the image encoder.
+    /// Image features of a frame: from the last frame's, the feature cache, or the image encoder.
     func features(_ frame: Int) throws -> FrameFeatures {
         if let c = cachedFeatures, c.index == frame { return c.features }
-        let image = try source.modelInput(at: frame, size: model.imageSize)
-        let f = FrameFeatures(model.encodeImage(image))
+        let f: FrameFeatures
+        if let kept = featureCache.features(of: frame) {
+            f = FrameFeatures(kept)
+        } else {
+            let image = try source.modelInput(at: frame, size: model.imageSize)
+            let backbone = model.encodeImage(image)
+            featureCache.insert(backbone, for: frame)
+            f = FrameFeatures(backbone)
+            onImageEncoded?(frame)
+        }
         cachedFeatures = (frame, f)
-        onImageEncoded?(frame)
         return f
     }
 

@@ -1,0 +1,101 @@
+import Foundation
+import SAM2Tensor
+
+/// Image-encoder outputs of the frames a session has seen, so that re-propagating after a
+/// correction does not encode them again. The newest frames stay in RAM up to `ramBudget` bytes;
+/// older ones move to an unlinked temporary file up to `diskBudget` bytes; beyond both a frame
+/// is simply encoded again. A frame read back is bit for bit what the encoder gave.
+///
+/// The position encodings depend only on the feature sizes, so they are kept once, not per frame.
+public final class FrameFeatureCache {
+    /// Bytes of frame features kept in RAM / on disk at most.
+    public let ramBudget: Int
+    public let diskBudget: Int
+
+    /// Defaults for this kind of machine (24 GiB RAM, tens of GB of disk): 1.5 GiB in RAM is
+    /// about 90 frames of a 1024-pixel SAM 2 model; 8 GiB on disk about 500 more. Override
+    /// with `SAM2_FEATURE_CACHE_MB` / `SAM2_FEATURE_SPILL_MB`.
+    public static let defaultRAMBudget = budget("SAM2_FEATURE_CACHE_MB", defaultMB: 1536)
+    public static let defaultDiskBudget = budget("SAM2_FEATURE_SPILL_MB", defaultMB: 8192)
+
+    private enum Entry {
+        case ram([Tensor])
+        case disk(offset: Int, shapes: [[Int]])
+    }
+    private var entries: [Int: Entry] = [:]
+    /// Frames in RAM, least recently used first.
+    private var ramOrder: [Int] = []
+    private var ramBytes = 0, diskBytes = 0
+    private var positions: [Tensor]?
+    private lazy var spillFile = SpillFile()
+
+    public init(ramBudget: Int = FrameFeatureCache.defaultRAMBudget, diskBudget: Int = FrameFeatureCache.defaultDiskBudget) {
+        self.ramBudget = max(0, ramBudget)
+        self.diskBudget = max(0, diskBudget)
+    }
+
+    /// Frames whose features are kept (in RAM or on disk).
+    public var count: Int { entries.count }
+    public var bytesInRAM: Int { ramBytes }
+    public var bytesOnDisk: Int { diskBytes }
+
+    /// The frame's features if kept.
+    public func features(of frame: Int) -> BackboneFeatures? {
+        guard let entry = entries[frame], let positions else { return nil }
+        switch entry {
+        case let .ram(levels):
+            touch(frame)
+            return BackboneFeatures(levels: levels, positions: positions)
+        case let .disk(offset, shapes):
+            guard let spillFile else { return nil }
+            var at = offset
+            let levels = shapes.map { shape -> Tensor in
+                let n = shape.reduce(1, *)
+                defer { at += n * 4 }
+                return Tensor(shape: shape, data: spillFile.read(offset: at, count: n))
+            }
+            return BackboneFeatures(levels: levels, positions: positions)
+        }
+    }
+
+    /// Keep a frame's features (its first encoding; a frame already kept is left as it is).
+    public func insert(_ features: BackboneFeatures, for frame: Int) {
+        guard entries[frame] == nil else { return }
+        if let positions, positions.map(\.shape) != features.positions.map(\.shape) { return }  // another size: not cacheable
+        if positions == nil { positions = features.positions }
+        let bytes = Self.bytes(features.levels)
+        guard bytes <= ramBudget || spillFile != nil else { return }
+        entries[frame] = .ram(features.levels)
+        ramOrder.append(frame)
+        ramBytes += bytes
+        while ramBytes > ramBudget, let oldest = ramOrder.first {
+            ramOrder.removeFirst()
+            guard case let .ram(levels)? = entries[oldest] else { continue }
+            ramBytes -= Self.bytes(levels)
+            entries[oldest] = spill(levels)
+        }
+    }
+
+    private func spill(_ levels: [Tensor]) -> Entry? {
+        let bytes = Self.bytes(levels)
+        guard let spillFile, diskBytes + bytes <= diskBudget else { return nil }
+        var first: Int?
+        for level in levels {
+            guard let offset = spillFile.write(level.data) else { return nil }
+            if first == nil { first = offset }
+        }
+        diskBytes += bytes
+        return first.map { .disk(offset: $0, shapes: levels.map(\.shape)) }
+    }
+
+    private func touch(_ frame: Int) {
+        if let i = ramOrder.firstIndex(of: frame) { ramOrder.remove(at: i); ramOrder.append(frame) }
+    }
+
+    private static func bytes(_ tensors: [Tensor]) -> Int { tensors.reduce(0) { $0 + $1.count * 4 } }
+
+    private static func budget(_ variable: String, defaultMB: Int) -> Int {
+        let mb = ProcessInfo.processInfo.environment[variable].flatMap { Int($0) }.map { max(0, $0) } ?? defaultMB
+        return mb << 20
+    }
+}
