@@ -12,10 +12,11 @@ public final class FrameFeatureCache {
     public let ramBudget: Int
     public let diskBudget: Int
 
-    /// Defaults for this kind of machine (24 GiB RAM, tens of GB of disk): 1.5 GiB in RAM is
-    /// about 90 frames of a 1024-pixel SAM 2 model; 8 GiB on disk about 500 more. Override
-    /// with `SAM2_FEATURE_CACHE_MB` / `SAM2_FEATURE_SPILL_MB`.
-    public static let defaultRAMBudget = budget("SAM2_FEATURE_CACHE_MB", defaultMB: 1536)
+    /// Defaults: RAM stays nearly flat however long the video (64 MiB, about 4 frames of a
+    /// 1024-pixel SAM 2 model: reading a frame back from the spill file costs milliseconds against
+    /// seconds of encoding), and 8 GiB of disk (about 490 such frames). Override with
+    /// `SAM2_FEATURE_CACHE_MB` / `SAM2_FEATURE_SPILL_MB`.
+    public static let defaultRAMBudget = budget("SAM2_FEATURE_CACHE_MB", defaultMB: 64)
     public static let defaultDiskBudget = budget("SAM2_FEATURE_SPILL_MB", defaultMB: 8192)
 
     private enum Entry {
