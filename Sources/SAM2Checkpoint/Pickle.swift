@@ -72,6 +72,8 @@ enum PickleGlobal: Equatable {
         case ("torch", "FloatStorage"): self = .storageType(.f32)
         case ("torch", "HalfStorage"): self = .storageType(.f16)
         case ("torch", "BFloat16Storage"): self = .storageType(.bf16)
+        // BatchNorm's `num_batches_tracked` (EdgeTAM's RepViT trunk): int64 counters.
+        case ("torch", "LongStorage"): self = .storageType(.i64)
         default: return nil
         }
     }

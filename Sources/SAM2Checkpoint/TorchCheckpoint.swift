@@ -144,11 +144,18 @@ public enum TorchCheckpoint {
 
 // MARK: element decoding
 
-/// The floating-point storage types we read, all little-endian, all widened to Float.
+/// The storage types we read, all little-endian, all widened to Float: float32, float16,
+/// bfloat16, and int64 (only BatchNorm's batch counters are stored so; exact up to 2^24).
 enum FloatElement: Equatable {
-    case f32, f16, bf16
+    case f32, f16, bf16, i64
 
-    var byteCount: Int { self == .f32 ? 4 : 2 }
+    var byteCount: Int {
+        switch self {
+        case .f32: return 4
+        case .f16, .bf16: return 2
+        case .i64: return 8
+        }
+    }
 
     /// `count` consecutive elements starting at element `start`.
     func decode(_ raw: UnsafeRawBufferPointer, from start: Int, count: Int) -> [Float] {
@@ -189,6 +196,11 @@ enum FloatElement: Equatable {
                 for i in indices {
                     // bfloat16 is the top half of a float32.
                     out[k] = Float(bitPattern: UInt32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16)
+                    k += 1
+                }
+            case .i64:
+                for i in indices {
+                    out[k] = Float(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)))
                     k += 1
                 }
             }

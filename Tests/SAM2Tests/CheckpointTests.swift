@@ -95,19 +95,23 @@ final class CheckpointTests: XCTestCase {
         let f16: [UInt8] = [0x00, 0x3E, 0x00, 0xC0, 0x01, 0x00, 0x00, 0x7C]
         // bfloat16 of 3.0 is 0x4040, of -0.5 is 0xBF00.
         let bf16: [UInt8] = [0x40, 0x40, 0x00, 0xBF]
+        // int64 (torch.LongStorage, BatchNorm's batch counter): 7, -3, 40000.
+        let i64 = [Int64(7), -3, 40000].flatMap { v in (0..<8).map { UInt8(truncatingIfNeeded: UInt64(bitPattern: v) >> (8 * $0)) } }
         let path = try write(torchZip(prefix: "archive", tensors: [
             .init(name: "t", key: "0", numel: 6, size: [3, 2], stride: [1, 3]),
             .init(name: "tail", key: "0", numel: 6, offset: 4, size: [2], stride: [1]),
             .init(name: "half", key: "1", storage: "HalfStorage", numel: 4, size: [4], stride: [1]),
             .init(name: "bf", key: "2", storage: "BFloat16Storage", numel: 2, size: [1, 2], stride: [2, 1]),
             .init(name: "scalar", key: "0", numel: 6, offset: 5, size: [], stride: []),
-        ], storages: ["0": f32, "1": f16, "2": bf16]), "strided.pt")
+            .init(name: "bn.num_batches_tracked", key: "3", storage: "LongStorage", numel: 3, offset: 1, size: [2], stride: [1]),
+        ], storages: ["0": f32, "1": f16, "2": bf16, "3": i64]), "strided.pt")
         let w = try TorchCheckpoint.load(path: path)
         XCTAssertEqual(w["t"], Tensor(shape: [3, 2], data: [0, 3, 1, 4, 2, 5]))
         XCTAssertEqual(w["tail"], Tensor(shape: [2], data: [4, 5]))
         XCTAssertEqual(w["half"], Tensor(shape: [4], data: [1.5, -2, 0x1p-24, .infinity]))
         XCTAssertEqual(w["bf"], Tensor(shape: [1, 2], data: [3, -0.5]))
         XCTAssertEqual(w["scalar"], Tensor(shape: [], data: [5]))
+        XCTAssertEqual(w["bn.num_batches_tracked"], Tensor(shape: [2], data: [-3, 40000]))
     }
 
     func testTopLevelStateDictWithoutModelKey() throws {
@@ -132,6 +136,13 @@ final class CheckpointTests: XCTestCase {
         let path2 = try write(zip(["archive/data.pkl": q.bytes]), "evil2.pt")
         assertThrows({ if case .refusedGlobal(_, "builtins.eval") = $0 { return true }; return false }) {
             _ = try TorchCheckpoint.load(path: path2)
+        }
+        // Other storage types stay refused (only LongStorage joined the float ones).
+        var i = PickleWriter()
+        i.global("torch", "IntStorage"); i.op(0x2E)
+        let path4 = try write(zip(["archive/data.pkl": i.bytes]), "evil4.pt")
+        assertThrows({ $0.description.contains("refused pickle global 'torch.IntStorage'") }) {
+            _ = try TorchCheckpoint.load(path: path4)
         }
         var r = PickleWriter()
         r.global("torch._utils", "_rebuild_parameter"); r.op(0x29); r.op(0x52); r.op(0x2E)
