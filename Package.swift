@@ -6,7 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "sam2", targets: ["sam2"]),
-        .library(name: "SAM2", targets: ["SAM2", "SAM2Video", "SAM2Checkpoint", "SAM2Tensor"]),
+        .library(name: "SAM2", targets: ["SAM2", "SAM2Session", "SAM2Video", "SAM2Checkpoint", "SAM2Tensor"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -32,12 +32,15 @@ let package = Package(
                                             .product(name: "OrderedCollections", package: "swift-collections")]),
         // Video in (FFmpeg) and masks out (PNG, palette PNG, COCO RLE, overlay video).
         .target(name: "SAM2Video", dependencies: ["CFFmpeg", "SAM2Tensor", "SAM2"]),
+        // The session engine: prompts, undo, propagation, masks kept on disk, export.
+        // `sam2 track` and `sam2 serve` both drive it.
+        .target(name: "SAM2Session", dependencies: ["SAM2", "SAM2Video", "SAM2Checkpoint", "SAM2Tensor"]),
         // The command-line tool: a thin layer over the library.
         .executableTarget(name: "sam2", dependencies: [
-            "SAM2", "SAM2Video", "SAM2Checkpoint", "SAM2Tensor",
+            "SAM2", "SAM2Session", "SAM2Video", "SAM2Checkpoint", "SAM2Tensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "SAM2Tests", dependencies: ["SAM2", "SAM2Video", "SAM2Checkpoint", "SAM2Tensor", "Yams"],
+        .testTarget(name: "SAM2Tests", dependencies: ["SAM2", "SAM2Session", "SAM2Video", "SAM2Checkpoint", "SAM2Tensor", "Yams"],
                     exclude: ["Fixtures"]),
     ]
 )

@@ -36,13 +36,19 @@ public final class TensorFrames: FrameSource {
     }
 }
 
-/// The conformance runner behind `sam2 replay`: run a fixture's session with its checkpoint and
-/// config and write the official record keys, so `compare.py` can check parity.
+/// The conformance runner behind `sam2 replay` (`replay` runs through the session engine, in
+/// SAM2Session): run a fixture's session with its checkpoint and config and write the official
+/// record keys, so `compare.py` can check parity.
 public enum Conformance {
     public struct Summary {
         public var records: Int
         public var actions: Int
         public var frames: Int
+        public init(records: Int, actions: Int, frames: Int) {
+            self.records = records
+            self.actions = actions
+            self.frames = frames
+        }
     }
 
     /// `np.packbits` of a 0/1 mask: MSB first, zero-padded to a whole byte.
@@ -50,34 +56,5 @@ public enum Conformance {
         var out = [UInt8](repeating: 0, count: (bits.count + 7) / 8)
         for (i, b) in bits.enumerated() where b != 0 { out[i >> 3] |= UInt8(0x80) >> UInt8(i & 7) }
         return out
-    }
-
-    public static func replay(fixture dir: String, output: String,
-                              loadMask: (String) throws -> (mask: [UInt8], width: Int, height: Int)) throws -> Summary {
-        let url = URL(fileURLWithPath: dir)
-        let sessionPath = url.appendingPathComponent("session.json").path
-        let actions = try ActionScript.parse(path: sessionPath)
-        let config = try SAM2Config.load(path: url.appendingPathComponent("config.yaml").path)
-        let model = try SAM2Model(config: config, checkpointPath: url.appendingPathComponent("checkpoint.pt").path)
-        let frames = try TensorFrames(safetensorsPath: url.appendingPathComponent("frames.safetensors").path)
-        let predictor = VideoPredictor(model: model, source: frames)
-        var entries = [String: SafetensorsEntry]()
-        var records = 0
-        try predictor.run(actions, loadMask: { try loadMask(url.appendingPathComponent($0).path) }) { step, _, result in
-            let masks = result.videoMasks()
-            for (i, obj) in result.objectIds.enumerated() {
-                let key = String(format: "s%02d.f%04d.o%d", step, result.frameIndex, obj)
-                let bits = packBits(masks[i])
-                entries["\(key).video_mask_bits"] = SafetensorsEntry(uint8: bits, shape: [bits.count])
-                if let out = predictor.storedOutput(frame: result.frameIndex, objectId: obj) {
-                    entries["\(key).lowres_logits"] = SafetensorsEntry(tensor: out.predMasks)
-                    entries["\(key).object_score_logits"] = SafetensorsEntry(tensor: Tensor(shape: [1], data: [out.objectScoreLogit]))
-                    entries["\(key).obj_ptr"] = SafetensorsEntry(tensor: out.objPtr)
-                }
-                records += 1
-            }
-        }
-        try Safetensors.write(entries, to: output)
-        return Summary(records: records, actions: actions.count, frames: frames.frameCount)
     }
 }

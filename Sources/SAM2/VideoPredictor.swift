@@ -284,6 +284,44 @@ public final class VideoPredictor {
         }
     }
 
+    /// `clear_all_prompts_in_frame`: forget one object's prompts on a frame; the frame's masks
+    /// for every object afterwards. A conditioning frame without prompts becomes an ordinary
+    /// tracked frame (its mask stays until propagation passes over it again).
+    @discardableResult
+    public func clearPrompts(frame: Int, objectId: Int) throws -> FrameResult {
+        try checkFrame(frame)
+        guard let obj = objectIds.firstIndex(of: objectId) else {
+            throw PromptCheck.unknownObject(objectId, objects: objectIds)
+        }
+        clearPrompts(frame: frame, obj: obj)
+        let isCond = tempOutputs.contains { $0.condFrameOutputs[frame] != nil }
+        return consolidated(frame: frame, isCond: isCond)
+    }
+
+    /// Everything a session's calls have changed, as a value: `restore` puts the predictor back
+    /// exactly (an undo). Cheap to take: tensors are shared, never copied.
+    public struct State {
+        fileprivate var objectIds: [Int]
+        fileprivate var pointInputs: [[Int: PointPrompt]]
+        fileprivate var maskInputs: [[Int: Tensor]]
+        fileprivate var outputs: [ObjectMemory]
+        fileprivate var tempOutputs: [ObjectMemory]
+        fileprivate var framesTracked: [[Int: Bool]]
+    }
+
+    public var state: State {
+        get { State(objectIds: objectIds, pointInputs: pointInputs, maskInputs: maskInputs, outputs: outputs,
+                    tempOutputs: tempOutputs, framesTracked: framesTracked) }
+        set {
+            objectIds = newValue.objectIds
+            pointInputs = newValue.pointInputs
+            maskInputs = newValue.maskInputs
+            outputs = newValue.outputs
+            tempOutputs = newValue.tempOutputs
+            framesTracked = newValue.framesTracked
+        }
+    }
+
     /// `reset_state`: drop every object, prompt and result (cached frame features stay).
     public func reset() {
         objectIds = []

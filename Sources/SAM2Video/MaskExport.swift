@@ -24,7 +24,7 @@ public protocol MaskSink {
     func finish() throws
 }
 
-func makeDirectory(_ path: String) throws {
+public func makeDirectory(_ path: String) throws {
     do {
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     } catch {
@@ -32,29 +32,38 @@ func makeDirectory(_ path: String) throws {
     }
 }
 
-func frameName(_ index: Int) -> String {
+/// `<frame:05d>.<ext>`, the frame file name of every per-frame format.
+public func frameName(_ index: Int, ext: String = "png") -> String {
     let digits = String(index)
-    return String(repeating: "0", count: max(0, 5 - digits.count)) + digits + ".png"
+    return String(repeating: "0", count: max(0, 5 - digits.count)) + digits + "." + ext
 }
 
-/// `DIR/<obj_id>/<frame:05d>.png`, 8-bit grayscale, 0 background / 255 object.
+/// `DIR/<obj_id>/<frame:05d>.png`, 8-bit grayscale, 0 background / 255 object. With
+/// `savLayout`, object folders are named `<obj:03d>` as in SA-V's annotations.
 public final class PNGSequenceSink: MaskSink {
     public let directory: String
+    public let savLayout: Bool
     private var created: Set<Int> = []
 
-    public init(directory: String) throws {
+    public init(directory: String, savLayout: Bool = false) throws {
         self.directory = directory
+        self.savLayout = savLayout
         try makeDirectory(directory)
+    }
+
+    /// The file of an object's mask on a frame.
+    public func path(frameIndex: Int, objectId id: Int) -> String {
+        "\(directory)/\(savLayout ? String(format: "%03d", id) : String(id))/\(frameName(frameIndex))"
     }
 
     public func write(frameIndex: Int, masks: [(objectId: Int, mask: BinaryMask)]) throws {
         for (id, mask) in masks {
-            let dir = (directory as NSString).appendingPathComponent(String(id))
+            let dir = (path(frameIndex: frameIndex, objectId: id) as NSString).deletingLastPathComponent
             if !created.contains(id) {
                 try makeDirectory(dir)
                 created.insert(id)
             }
-            try ImageIO.writeGrayPNG(path: (dir as NSString).appendingPathComponent(frameName(frameIndex)),
+            try ImageIO.writeGrayPNG(path: path(frameIndex: frameIndex, objectId: id),
                                      width: mask.width, height: mask.height,
                                      pixels: mask.bits.map { $0 != 0 ? 255 : 0 })
         }
@@ -110,41 +119,76 @@ public final class PaletteSink: MaskSink {
     }
 }
 
-/// `DIR/masks.json` (name configurable), written atomically by `finish()`:
+/// `DIR/masks.json` (name configurable), streamed through a hidden temporary file that
+/// `finish()` renames into place, so memory stays flat and the file appears complete or not at all:
 ///
 ///     {"format": "coco-rle",
 ///      "frames": {"0": {"1": {"size": [h, w], "counts": "..."}, "2": {...}}, "1": {...}}}
 ///
 /// Frame and object keys are decimal strings; each entry decodes with
-/// `pycocotools.mask.decode`. Only the compressed strings are kept in memory.
+/// `pycocotools.mask.decode`. Frames must come in increasing order.
 public final class RLESink: MaskSink {
     public let path: String
-    private var frames: [Int: [(id: Int, json: String)]] = [:]
+    private let tempPath: String
+    private let file: FileHandle
+    private var lastFrame = -1
+    private var finished = false
 
     public init(directory: String, fileName: String = "masks.json") throws {
         try makeDirectory(directory)
         path = (directory as NSString).appendingPathComponent(fileName)
+        tempPath = (directory as NSString).appendingPathComponent(".\(fileName).\(getpid()).tmp")
+        guard FileManager.default.createFile(atPath: tempPath, contents: nil),
+              let handle = FileHandle(forWritingAtPath: tempPath) else {
+            throw MaskExportError.badFile(path: tempPath, reason: "cannot create file")
+        }
+        file = handle
+        try append("{\"format\":\"coco-rle\",\"frames\":{")
+    }
+
+    deinit {
+        try? file.close()
+        if !finished { unlink(tempPath) }
     }
 
     public func write(frameIndex: Int, masks: [(objectId: Int, mask: BinaryMask)]) throws {
-        var entries: [(id: Int, json: String)] = []
-        for (id, mask) in masks.sorted(by: { $0.objectId < $1.objectId }) {
-            entries.removeAll { $0.id == id }  // a repeated id: the later mask wins
-            entries.append((id, mask.cocoRLEJSON()))
+        try write(frameIndex: frameIndex, entries: masks.map { ($0.objectId, $0.mask.cocoRLEJSON()) })
+    }
+
+    /// One frame's entries as `(object id, RLE JSON object)`; a repeated id: the later mask wins.
+    public func write(frameIndex: Int, entries: [(objectId: Int, json: String)]) throws {
+        guard frameIndex > lastFrame else {
+            throw MaskExportError.badFile(path: path, reason: "frame \(frameIndex) written after frame \(lastFrame)")
         }
-        frames[frameIndex] = entries
+        var kept: [(id: Int, json: String)] = []
+        for (id, json) in entries.sorted(by: { $0.objectId < $1.objectId }) {
+            kept.removeAll { $0.id == id }
+            kept.append((id, json))
+        }
+        try append((lastFrame >= 0 ? "," : "") + "\n\"\(frameIndex)\":{"
+                   + kept.map { "\"\($0.id)\":\($0.json)" }.joined(separator: ",") + "}")
+        lastFrame = frameIndex
     }
 
     public func finish() throws {
-        var out = "{\"format\":\"coco-rle\",\"frames\":{"
-        for (n, frame) in frames.keys.sorted().enumerated() {
-            if n > 0 { out += "," }
-            out += "\n\"\(frame)\":{"
-            out += (frames[frame] ?? []).map { "\"\($0.id)\":\($0.json)" }.joined(separator: ",")
-            out += "}"
+        guard !finished else { return }
+        try append("\n}}\n")
+        do {
+            try file.synchronize()
+            try file.close()
+        } catch {
+            throw MaskExportError.badFile(path: tempPath, reason: "\(error)")
         }
-        out += "\n}}\n"
-        try writeFileAtomically(Array(out.utf8), to: path)
+        guard rename(tempPath, path) == 0 else {
+            throw MaskExportError.badFile(path: path, reason: String(cString: strerror(errno)))
+        }
+        finished = true
+    }
+
+    private func append(_ text: String) throws {
+        do { try file.write(contentsOf: Data(text.utf8)) } catch {
+            throw MaskExportError.badFile(path: tempPath, reason: "cannot write (\(error))")
+        }
     }
 
     /// Read a file written by `finish()`: frame index -> object id -> mask.

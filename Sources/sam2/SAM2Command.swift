@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SAM2
+import SAM2Session
 import SAM2Checkpoint
 import SAM2Video
 

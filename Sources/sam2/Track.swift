@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SAM2
 import SAM2Checkpoint
+import SAM2Session
 import SAM2Video
 
 struct Track: ParsableCommand {
@@ -50,7 +51,7 @@ struct Track: ParsableCommand {
 
     @Option(name: .shortAndLong, help: ArgumentHelp("Output folder for the masks.", valueName: "DIR"))
     var output: String
-    @Option(name: .long, help: "png: DIR/<obj>/<frame>.png; palette: DIR/<frame>.png indexed by object id; rle: DIR/masks.json (COCO RLE).")
+    @Option(name: .long, help: "png: DIR/<obj>/<frame>.png; palette: DIR/<frame>.png indexed by object id; rle: DIR/masks.json (COCO RLE); sav: DIR/<obj:03d>/<frame>.png (SA-V layout); yolo: DIR/<frame>.txt polygons.")
     var format: OutputFormat = .png
     @Option(name: .long, help: ArgumentHelp("Also write the video with coloured masks and prompt markers (H.264).", valueName: "FILE.mp4"))
     var overlay: String?
@@ -61,7 +62,10 @@ struct Track: ParsableCommand {
     @Flag(name: .long, help: "Write into a non-empty output folder, replacing files.")
     var overwrite = false
 
-    enum OutputFormat: String, ExpressibleByArgument, CaseIterable { case png, palette, rle }
+    enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+        case png, palette, rle, sav, yolo
+        var maskFormat: MaskFormat { MaskFormat(rawValue: rawValue)! }
+    }
 
     func validate() throws {
         if prompts != nil && !frames.isEmpty { throw ValidationError("use either --prompts or the --frame groups, not both") }
@@ -117,72 +121,55 @@ struct Track: ParsableCommand {
         var keepOutput = false
         defer { if createdOutput && !keepOutput { rmdir(output) } }  // removes it only if still empty
 
-        // Track, keeping each frame's latest masks run-length encoded (small); a later
-        // propagation over a frame replaces its earlier masks.
-        let predictor = VideoPredictor(model: net, source: source)
-        let progress = Progress(total: source.frameCount)
-        predictor.onImageEncoded = { _ in progress.tick() }
-        var latest = [Int: [(objectId: Int, counts: [Int])]]()
-        var lastFrame: Int?
-        do {
-            try predictor.run(actions, loadMask: { try maskPrompts[$0] ?? loadMaskPNG($0) }) { _, _, result in
-                let masks = result.videoMasks()
-                latest[result.frameIndex] = zip(result.objectIds, masks).map { obj, bits in
-                    (obj, BinaryMask(width: result.videoWidth, height: result.videoHeight, bits: bits).rleCounts())
-                }
-                lastFrame = result.frameIndex
-                if interruption.signal != nil { throw StopTracking() }  // between frames; reported below
+        // The session engine tracks; per-frame formats are written as each frame's masks become
+        // final for the pass (a later pass over a frame replaces its files), the rest at the end.
+        let session = try TrackingSession(predictor: VideoPredictor(model: net, source: source), videoPath: video,
+                                          frameLimit: limit, undoDepth: 0)
+        let format = self.format.maskFormat
+        if format.writesPerFrame {
+            let writer = try LiveMaskWriter(format: format, directory: output, width: w, height: h)
+            session.store.onChange = { frame, before, after in
+                keepOutput = true
+                try writer.update(frame: frame, before: before, after: after)
             }
-        } catch is StopTracking {}
-        progress.finish()
-        let stoppedTracking = interruption.signal != nil
-
-        // Write what is known: everything, or on an interrupt the frames tracked so far. A further
-        // signal stops the writing too, between files.
-        func masks(_ frame: Int) throws -> [(objectId: Int, mask: BinaryMask)] {
-            try (latest[frame] ?? []).map { ($0.objectId, try BinaryMask.fromRLE(counts: $0.counts, height: h, width: w)) }
         }
+        let progress = Progress(total: source.frameCount)
+        session.predictor.onImageEncoded = { _ in
+            progress.tick()
+            if interruption.signal != nil { session.cancel() }
+        }
+        var lastFrame: Int?
+        let completed = try session.run(actions, loadMask: { try maskPrompts[$0] ?? loadMaskPNG($0) }) { _, _, result in
+            lastFrame = result.frameIndex
+            if interruption.signal != nil { session.cancel() }  // stops between frames; reported below
+        }
+        progress.finish()
+        let stoppedTracking = !completed || interruption.signal != nil
+        let frames = session.store.count
+
+        // Formats written once: on an interrupt, the frames tracked so far (a further signal stops
+        // that too).
         let signalsBeforeWriting = interruption.count
-        let frames = latest.keys.sorted()
-        var written = 0
         keepOutput = true
-        switch format {
-        case .rle:
-            let sink = try RLESink(directory: output)
-            for frame in frames { try sink.write(frameIndex: frame, masks: try masks(frame)) }
-            try sink.finish()  // one file, written at once
-            written = frames.count
-        case .png, .palette:
-            let sink: MaskSink = format == .png ? try PNGSequenceSink(directory: output)
-                                                : try PaletteSink(directory: output, width: w, height: h)
-            for frame in frames where interruption.count == signalsBeforeWriting {
-                try sink.write(frameIndex: frame, masks: try masks(frame))
-                written += 1
-            }
-            try sink.finish()
+        if !format.writesPerFrame {
+            try session.export(format, to: output) { interruption.count != signalsBeforeWriting }
         }
         if let signal = interruption.signal {
             let position = !stoppedTracking ? "while writing masks"
                 : lastFrame.map { "after frame \($0) of \(source.frameCount)" } ?? "before the first frame was tracked"
+            let written = interruption.count == signalsBeforeWriting || format.writesPerFrame ? frames : 0
             throw Interrupted(signal: signal, message: "\(position); masks of \(written) of \(source.frameCount) frames written to \(output)"
                               + (overlay != nil ? ", no overlay written" : ""))
         }
 
         if let overlay {
-            let markers = QuickPrompts.markers(actions)
-            let reader = try VideoFrameReader(path: video, limit: limit)
-            let writer = try OverlayWriter(path: overlay, width: w, height: h, fps: reader.fps)
-            while let frame = try reader.nextFrame() {
-                try interruption.check("while writing the overlay; masks of all \(written) frames are in \(output), no overlay written")
-                let m = markers[frame.index]
-                try writer.append(frame: frame, masks: try masks(frame.index), points: m?.points ?? [], boxes: m?.boxes ?? [])
-            }
-            try writer.finish()  // until here the overlay is a hidden temporary file, deleted if we stop
+            try session.exportOverlay(to: overlay) { interruption.signal != nil }
+            try interruption.check("while writing the overlay; masks of all \(frames) frames are in \(output), no overlay written")
         }
         let elapsed = Date().timeIntervalSince(started)
-        let objects = Set(latest.values.flatMap { $0.map(\.objectId) }).sorted()
+        let objects = try session.store.objectIds()
         print(String(format: "tracked %d object%@ over %d of %d frames in %.1f s (%d image-encoder passes); masks in %@%@",
-                     objects.count, objects.count == 1 ? "" : "s", latest.count, source.frameCount, elapsed,
+                     objects.count, objects.count == 1 ? "" : "s", frames, source.frameCount, elapsed,
                      progress.count, output, overlay.map { ", overlay \($0)" } ?? ""))
     }
 
@@ -248,8 +235,6 @@ func checkWritableFolder(of path: String, what: String) throws {
         throw PredictorError("\(what) \(path): folder \(folder) is not writable")
     }
 }
-
-private struct StopTracking: Error {}
 
 /// A stop requested by SIGINT or SIGTERM; `message` says where it stopped and what was written.
 /// Exit status 128 + signal.
@@ -413,22 +398,6 @@ enum QuickPrompts {
             }
         }
         return ids
-    }
-
-    /// Prompt markers per frame for the overlay video.
-    static func markers(_ actions: [PromptAction]) -> [Int: (points: [(x: Double, y: Double, positive: Bool)], boxes: [(Double, Double, Double, Double)])] {
-        var m = [Int: (points: [(x: Double, y: Double, positive: Bool)], boxes: [(Double, Double, Double, Double)])]()
-        for a in actions {
-            switch a {
-            case let .points(frame, _, pts, labels, _):
-                m[frame, default: ([], [])].points += zip(pts, labels).map { ($0[0], $0[1], $1 == 1) }
-            case let .box(frame, _, b, pts, labels):
-                m[frame, default: ([], [])].boxes.append((b[0], b[1], b[2], b[3]))
-                m[frame, default: ([], [])].points += zip(pts, labels).map { ($0[0], $0[1], $1 == 1) }
-            default: break
-            }
-        }
-        return m
     }
 }
 

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 import SAM2
+import SAM2Session
 import SAM2Checkpoint
 import SAM2Tensor
 import SAM2Video
