@@ -12,6 +12,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
     ],
     targets: [
         // System libraries, found through pkg-config.
@@ -35,9 +37,15 @@ let package = Package(
         // The session engine: prompts, undo, propagation, masks kept on disk, export.
         // `sam2 track` and `sam2 serve` both drive it.
         .target(name: "SAM2Session", dependencies: ["SAM2", "SAM2Video", "SAM2Checkpoint", "SAM2Tensor"]),
+        // `sam2 serve`: the session engine over HTTP, and the web page (Web/, no build step).
+        .target(name: "SAM2Server", dependencies: [
+            "SAM2", "SAM2Session", "SAM2Video",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+        ], resources: [.copy("Web")]),
         // The command-line tool: a thin layer over the library.
         .executableTarget(name: "sam2", dependencies: [
-            "SAM2", "SAM2Session", "SAM2Video", "SAM2Checkpoint", "SAM2Tensor",
+            "SAM2", "SAM2Session", "SAM2Server", "SAM2Video", "SAM2Checkpoint", "SAM2Tensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "SAM2Tests", dependencies: ["SAM2", "SAM2Session", "SAM2Video", "SAM2Checkpoint", "SAM2Tensor", "Yams"],

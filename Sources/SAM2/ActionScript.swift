@@ -150,7 +150,7 @@ private let knownFields: [String: Set<String>] = [
 ]
 
 /// JSON `true`/`false` arrive as NSNumbers of objC type "c"; numbers must not accept them.
-private func isJSONBool(_ v: Any) -> Bool {
+public func isJSONBool(_ v: Any) -> Bool {
     if let n = v as? NSNumber { return String(cString: n.objCType) == "c" }
     return v is Bool
 }

@@ -18,7 +18,7 @@ extension Conformance {
         let predictor = session.predictor
         var entries = [String: SafetensorsEntry]()
         var records = 0
-        try session.run(actions, loadMask: { try loadMask(url.appendingPathComponent($0).path) }) { step, _, result in
+        try session.run(actions, loadMask: { try loadMask(url.appendingPathComponent($0).path) }, record: { step, _, result in
             let masks = result.videoMasks()
             for (i, obj) in result.objectIds.enumerated() {
                 let key = String(format: "s%02d.f%04d.o%d", step, result.frameIndex, obj)
@@ -31,7 +31,7 @@ extension Conformance {
                 }
                 records += 1
             }
-        }
+        })
         try Safetensors.write(entries, to: output)
         return Summary(records: records, actions: actions.count, frames: frames.frameCount)
     }

@@ -38,6 +38,7 @@ public final class TrackingSession {
 
     private let cancelLock = NSLock()
     private var cancelRequested = false
+    private var running = false
 
     public init(predictor: VideoPredictor, videoPath: String? = nil, frameLimit: Int? = nil, undoDepth: Int = 50) throws {
         self.predictor = predictor
@@ -176,14 +177,15 @@ public final class TrackingSession {
         try propagate(from: start, direction: direction, maxFrames: maxFrames) { try onFrame(try keep($0)) }
     }
 
-    private func propagate(from start: Int?, direction: Direction, maxFrames: Int?,
+    private func propagate(from start: Int?, direction: Direction, maxFrames: Int?, shouldStop: () -> Bool = { false },
                            result: (FrameResult) throws -> Void) throws -> Bool {
-        defer { setCancel(false) }  // a cancel ends this propagation only
+        setRunning(true)
+        defer { setRunning(false) }  // a cancel ends this propagation only
         do {
             for reverse in direction == .both ? [false, true] : [direction == .backward] {
                 try predictor.propagate(from: start, maxFrames: maxFrames, reverse: reverse) {
-                    if cancelled { throw Cancelled() }
                     try result($0)
+                    if cancelled || shouldStop() { throw Cancelled() }
                 }
             }
         } catch is Cancelled {
@@ -192,23 +194,29 @@ public final class TrackingSession {
         return true
     }
 
-    /// Asks a running propagation (or action script) to stop after the frame (action) it is on.
-    public func cancel() { setCancel(true) }
+    /// Asks a running propagation to stop after the frame it is on; false if none is running.
+    @discardableResult
+    public func cancel() -> Bool {
+        cancelLock.lock(); defer { cancelLock.unlock() }
+        if running { cancelRequested = true }
+        return running
+    }
 
     private struct Cancelled: Error {}
     private var cancelled: Bool { cancelLock.lock(); defer { cancelLock.unlock() }; return cancelRequested }
-    private func setCancel(_ v: Bool) { cancelLock.lock(); cancelRequested = v; cancelLock.unlock() }
+    private func setRunning(_ v: Bool) { cancelLock.lock(); running = v; cancelRequested = false; cancelLock.unlock() }
 
     // MARK: action scripts
 
     /// Runs an action script (as `--prompts` files and the fixtures' `session.json`) through the
     /// session. `record` sees each action's results: the prompted frame, or every propagated frame.
-    /// A cancel stops it between frames and returns false.
+    /// `shouldStop` stops it between actions and between propagated frames; it then returns false.
     @discardableResult
     public func run(_ actions: [PromptAction], loadMask: (String) throws -> (mask: [UInt8], width: Int, height: Int),
+                    shouldStop: () -> Bool = { false },
                     record: (_ step: Int, _ tag: String, _ result: FrameResult) throws -> Void = { _, _, _ in }) throws -> Bool {
         for (step, action) in actions.enumerated() {
-            if cancelled { setCancel(false); return false }
+            if shouldStop() { return false }
             let tag = action.tag
             switch action {
             case let .points(frame, obj, points, labels, clearOld):
@@ -221,7 +229,8 @@ public final class TrackingSession {
                 let m = try loadMask(file)
                 try addMask(frame: frame, objectId: obj, mask: m.mask, width: m.width, height: m.height)
             case let .propagate(start, reverse, max):
-                let done = try propagate(from: start, direction: reverse ? .backward : .forward, maxFrames: max) {
+                let done = try propagate(from: start, direction: reverse ? .backward : .forward, maxFrames: max,
+                                         shouldStop: shouldStop) {
                     try keep($0)
                     try record(step, tag, $0)
                 }

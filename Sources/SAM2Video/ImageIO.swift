@@ -287,12 +287,38 @@ public enum ImageIO {
         }
     }
 
+    /// A baseline JPEG of an RGB image (HxWx3) in memory, for display (the web page's frames).
+    /// `quality` is MJPEG's qscale, 2 (best) ... 31.
+    public static func encodeJPEG(width: Int, height: Int, rgb: [UInt8], quality: Int = 4) throws -> [UInt8] {
+        try checkSize(path: "<jpeg>", width: width, height: height, count: rgb.count, channels: 3)
+        guard let source = OwnedFrame(width: width, height: height, format: AV_PIX_FMT_RGB24) else {
+            throw ImageIOError.encodeFailed(path: "<jpeg>", reason: "out of memory")
+        }
+        FF.fill(source.pointer, from: rgb, bytesPerPixel: 3)
+        return try encode(codecID: AV_CODEC_ID_MJPEG, path: "<jpeg>", width: width, height: height, format: AV_PIX_FMT_YUVJ420P,
+                          configure: { ctx in
+                              ctx.pointee.flags |= AV_CODEC_FLAG_QSCALE
+                              ctx.pointee.global_quality = Int32(min(max(quality, 2), 31)) * FF_QP2LAMBDA
+                              ctx.pointee.color_range = AVCOL_RANGE_JPEG
+                          }, fill: { frame in
+                              frame.pointee.quality = Int32(min(max(quality, 2), 31)) * FF_QP2LAMBDA
+                              _ = Scaler().scale(source.pointer, into: frame, dstRange: 1)
+                          })
+    }
+
     /// Encode one PNG in memory; `fill` writes the pixels into the prepared frame.
     static func encodePNG(path: String, width: Int, height: Int, format: AVPixelFormat,
                           fill: (UnsafeMutablePointer<AVFrame>) -> Void) throws -> [UInt8] {
+        try encode(codecID: AV_CODEC_ID_PNG, path: path, width: width, height: height, format: format, fill: fill)
+    }
+
+    /// Encode one still image in memory with libavcodec's `codecID` encoder.
+    static func encode(codecID: AVCodecID, path: String, width: Int, height: Int, format: AVPixelFormat,
+                       configure: (UnsafeMutablePointer<AVCodecContext>) -> Void = { _ in },
+                       fill: (UnsafeMutablePointer<AVFrame>) -> Void) throws -> [UInt8] {
         _ = FF.configureLogging
-        guard let codec = avcodec_find_encoder(AV_CODEC_ID_PNG) else {
-            throw ImageIOError.encodeFailed(path: path, reason: "this FFmpeg build has no PNG encoder")
+        guard let codec = avcodec_find_encoder(codecID) else {
+            throw ImageIOError.encodeFailed(path: path, reason: "this FFmpeg build has no \(String(cString: avcodec_get_name(codecID))) encoder")
         }
         var context = avcodec_alloc_context3(codec)
         defer { avcodec_free_context(&context) }
@@ -307,6 +333,8 @@ public enum ImageIO {
         ctx.pointee.pix_fmt = format
         ctx.pointee.time_base = AVRational(num: 1, den: 25)  // required by avcodec_open2, unused
         ctx.pointee.thread_count = 1
+        configure(ctx)
+        configure(ctx)
         var status = avcodec_open2(ctx, codec, nil)
         guard status >= 0 else { throw ImageIOError.encodeFailed(path: path, reason: FF.message(status)) }
 

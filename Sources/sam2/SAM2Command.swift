@@ -10,7 +10,7 @@ struct SAM2Command: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sam2",
         abstract: "Track any object through a video, or segment images, from a few clicks: SAM 2 in native Swift.",
-        subcommands: [Track.self, Segment.self, Replay.self, Bench.self])
+        subcommands: [Track.self, Segment.self, Serve.self, Replay.self, Bench.self])
 
     /// Every failure ends the same way: one line on stderr (`sam2: error: ...`) and a non-zero
     /// status (64 for a usage error); --help prints as usual.

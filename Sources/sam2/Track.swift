@@ -134,14 +134,11 @@ struct Track: ParsableCommand {
             }
         }
         let progress = Progress(total: source.frameCount)
-        session.predictor.onImageEncoded = { _ in
-            progress.tick()
-            if interruption.signal != nil { session.cancel() }
-        }
+        session.predictor.onImageEncoded = { _ in progress.tick() }
         var lastFrame: Int?
-        let completed = try session.run(actions, loadMask: { try maskPrompts[$0] ?? loadMaskPNG($0) }) { _, _, result in
+        let completed = try session.run(actions, loadMask: { try maskPrompts[$0] ?? loadMaskPNG($0) },
+                                        shouldStop: { interruption.signal != nil }) { _, _, result in  // between frames; reported below
             lastFrame = result.frameIndex
-            if interruption.signal != nil { session.cancel() }  // stops between frames; reported below
         }
         progress.finish()
         let stoppedTracking = !completed || interruption.signal != nil
