@@ -44,7 +44,7 @@ public struct SAM2Server {
         // Idle sessions are closed on a timer.
         let sweeper = Task.detached {
             while !Task.isCancelled {
-                try? await Task.sleep(nanoseconds: 5_000_000_000)
+                try? await Task.sleep(nanoseconds: UInt64(max(0.2, min(5, manager.limits.idleTimeout / 4)) * 1e9))
                 for id in manager.expire() { logger.warning("session \(id) expired (idle)") }
             }
         }
@@ -75,7 +75,7 @@ public struct SAM2Server {
             try checkServerPath(path, root: limits.videoRoot)
             let served = try await manager.open(path: path, name: try f.optionalString("name") ?? (path as NSString).lastPathComponent,
                                                 ownedFile: nil)
-            return jsonResponse(info(served), status: .created)
+            return jsonResponse(served.info, status: .created)
         }
 
         // startSession on an uploaded video (the request body is the file).
@@ -102,11 +102,11 @@ public struct SAM2Server {
             }
             guard size > 0 else { unlink(path); throw APIError(.badRequest, "body: empty upload (send the video file as the body)", field: "body") }
             let served = try await manager.open(path: path, name: name, ownedFile: path)
-            return jsonResponse(info(served), status: .created)
+            return jsonResponse(served.info, status: .created)
         }
 
         router.get("/api/sessions/:id") { _, context in
-            jsonResponse(info(try manager.get(try context.parameters.require("id"))))
+            jsonResponse(try manager.get(try context.parameters.require("id")).info)
         }
 
         // closeSession
@@ -211,7 +211,7 @@ public struct SAM2Server {
             let served = try manager.get(try context.parameters.require("id"))
             _ = try JSONFields(try await request.body.collect(upTo: 1 << 16), allowed: [])
             try await manager.run(served) { try served.session.reset() }
-            return jsonResponse(info(served))
+            return jsonResponse(served.info)
         }
 
         router.post("/api/sessions/:id/remove_object") { request, context in
@@ -219,14 +219,14 @@ public struct SAM2Server {
             let f = try JSONFields(try await request.body.collect(upTo: 1 << 16), allowed: ["object_id"])
             let obj = try f.int("object_id")
             try await manager.run(served) { try predictorCall { try served.session.removeObject(obj) } }
-            return jsonResponse(info(served))
+            return jsonResponse(served.info)
         }
 
         router.post("/api/sessions/:id/undo") { request, context in
             let served = try manager.get(try context.parameters.require("id"))
             _ = try JSONFields(try await request.body.collect(upTo: 1 << 16), allowed: [])
             let undone = try await manager.run(served) { try served.session.undo() }
-            var body = info(served)
+            var body = served.info
             body["undone"] = undone
             return jsonResponse(body)
         }
@@ -298,17 +298,19 @@ public struct SAM2Server {
                 }
                 tolerance = v
             }
-            if formats.contains(.palette), let bad = served.session.objectIds.first(where: { !(1...255).contains($0) }) {
-                throw APIError.badField("formats", "palette PNGs hold object ids 1...255; object \(bad) does not fit")
-            }
             let zip = try await manager.run(served) { () -> Data in
+                if formats.contains(.palette), let bad = try served.session.store.objectIds().first(where: { !(1...255).contains($0) }) {
+                    throw APIError.badField("formats", "palette PNGs hold object ids 1...255; object \(bad) does not fit")
+                }
                 let dir = "\(NSTemporaryDirectory())/sam2-export-\(UUID().uuidString)"
                 defer { try? FileManager.default.removeItem(atPath: dir) }
                 let root = "\(dir)/masks"
                 for format in formats { try served.session.export(format, to: "\(root)/\(format.rawValue)", yoloTolerance: tolerance) }
                 if overlay { try served.session.exportOverlay(to: "\(root)/overlay.mp4") }
                 let zipURL = URL(fileURLWithPath: "\(dir)/masks.zip")
-                try FileManager.default.zipItem(at: URL(fileURLWithPath: root), to: zipURL, shouldKeepParent: false)
+                // Stored, not deflated: PNGs are compressed already, and any zip reader opens it.
+                try FileManager.default.zipItem(at: URL(fileURLWithPath: root), to: zipURL, shouldKeepParent: false,
+                                                compressionMethod: .none)
                 return try Data(contentsOf: zipURL)
             }
             let base = (served.name as NSString).deletingPathExtension.filter { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }
@@ -323,7 +325,7 @@ public struct SAM2Server {
 // MARK: - helpers
 
 /// The session as the page needs it.
-func info(_ served: ServedSession) -> [String: Any] {
+func sessionInfo(_ served: ServedSession) -> [String: Any] {
     let s = served.session
     var prompts = [[String: Any]]()
     for (frame, objects) in s.prompts.sorted(by: { $0.key < $1.key }) {

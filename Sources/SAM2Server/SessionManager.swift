@@ -28,6 +28,7 @@ final class ServedSession: @unchecked Sendable {
     private let lock = NSLock()
     private var lastUsed = Date()
     private var running = 0
+    private var snapshot: [String: Any] = [:]
 
     init(id: String, session: TrackingSession, display: DisplayFrames, fps: Double, name: String, ownedFile: String?) {
         self.id = id
@@ -39,6 +40,14 @@ final class ServedSession: @unchecked Sendable {
     }
 
     func touch() { lock.lock(); lastUsed = Date(); lock.unlock() }
+
+    /// The session as JSON, as of the end of its last model work: the engine is not thread-safe,
+    /// so requests read this copy, refreshed on the compute queue.
+    var info: [String: Any] { lock.withLock { snapshot } }
+    func refreshInfo() {
+        let now = sessionInfo(self)
+        lock.withLock { snapshot = now }
+    }
     func idle(for timeout: TimeInterval) -> Bool {
         lock.lock(); defer { lock.unlock() }
         return running == 0 && Date().timeIntervalSince(lastUsed) > timeout
@@ -78,7 +87,11 @@ final class SessionManager: @unchecked Sendable {
         served?.begin()
         defer { served?.end() }
         return try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) in
-            compute.async { c.resume(with: Result { try body() }) }
+            compute.async {
+                let result = Result { try body() }
+                served?.refreshInfo()
+                c.resume(with: result)
+            }
         }
     }
 
@@ -88,6 +101,7 @@ final class SessionManager: @unchecked Sendable {
         compute.async {
             defer { served.end() }
             body()
+            served.refreshInfo()
         }
     }
 
@@ -107,8 +121,10 @@ final class SessionManager: @unchecked Sendable {
                 }
                 let session = try TrackingSession(model: model, video: path)
                 let display = try DisplayFrames(path: path, limit: nil, frameCount: session.frameCount)
-                return ServedSession(id: UUID().uuidString.lowercased(), session: session, display: display,
-                                     fps: reader.fps, name: name, ownedFile: ownedFile)
+                let served = ServedSession(id: UUID().uuidString.lowercased(), session: session, display: display,
+                                           fps: reader.fps, name: name, ownedFile: ownedFile)
+                served.refreshInfo()
+                return served
             }
             lock.withLock { sessions[served.id] = served }
             return served
