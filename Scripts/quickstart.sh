@@ -3,11 +3,11 @@
 # an object through the bundled synthetic clip with the bundled small test model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if command -v apt-get >/dev/null 2>&1 && ! pkg-config --exists libavformat openblas 2>/dev/null; then
+if command -v apt-get >/dev/null 2>&1 && ! pkg-config --exists libavformat openblas zlib 2>/dev/null; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libavformat-dev libavcodec-dev \
-      libswscale-dev libavutil-dev libopenblas-dev pkg-config >/dev/null
+      libswscale-dev libavutil-dev libopenblas-dev zlib1g-dev pkg-config >/dev/null
 fi
 swift build -c release
 fixture=Tests/SAM2Tests/Fixtures/micro_synth

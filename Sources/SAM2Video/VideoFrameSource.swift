@@ -19,6 +19,8 @@ public final class VideoFrameSource: FrameSource {
 
     /// Everything that touches the reader or the cache's bookkeeping runs here, in order.
     private let queue = DispatchQueue(label: "sam2.frame-decoder")
+    /// Marks `queue`, so `deinit` knows when the last reference went away in a prefetch on it.
+    private static let onQueue = DispatchSpecificKey<Bool>()
     private let cacheFD: Int32
     private var cachedSize = 0
     private var decoded = 0
@@ -34,10 +36,13 @@ public final class VideoFrameSource: FrameSource {
         guard cacheFD >= 0 else { throw VideoError.invalidArgument(path: path, reason: "cannot create a temporary frame cache") }
         // Unlinked at once: the space returns to the system when we close, even after a crash.
         template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        queue.setSpecific(key: Self.onQueue, value: true)
     }
 
     deinit {
-        queue.sync {}  // let a running prefetch finish before the file goes
+        // Let a running prefetch finish before the file goes; unless this is that prefetch,
+        // which held the last reference (a sync on its own queue would trap).
+        if DispatchQueue.getSpecific(key: Self.onQueue) != true { queue.sync {} }
         close(cacheFD)
     }
 

@@ -118,7 +118,7 @@ final class ServerProcess {
     func startSession(_ path: String = Robust.clip) throws -> String {
         let r = request("POST", "/api/sessions", json: ["path": path])
         guard r.status == 201, let id = r.json["session_id"] as? String else {
-            XCTFail("cannot start a session: \(r.status) \(String(decoding: r.body, as: UTF8.self)); server log: \(log.suffix(3000))")
+            XCTFail("cannot start a session: \(r.status) \(String(decoding: r.body, as: UTF8.self)); server log: \(log.suffix(30000))")
             throw XCTSkip("no session")
         }
         return id

@@ -4,6 +4,18 @@ import SAM2Tensor
 @testable import SAM2Video
 
 final class VideoReaderTests: XCTestCase {
+    /// A source dropped while its background prefetch runs: the prefetch then holds the last
+    /// reference and deinit runs on the decoder's own queue (it used to sync on itself and trap;
+    /// the server closes sessions at any moment).
+    func testSourceReleasedDuringPrefetch() throws {
+        for _ in 0..<40 {
+            var source: VideoFrameSource? = try VideoFrameSource(path: Robust.clip)
+            _ = try source!.modelInput(at: 0, size: 64)  // queues the prefetch of frame 1
+            source = nil
+        }
+        Thread.sleep(forTimeInterval: 0.2)  // let the last prefetches end
+    }
+
     typealias S = VideoTestSupport
 
     // MARK: - shared clips
