@@ -82,6 +82,14 @@ struct Conv2d {
     let padding: Int
     let depthwise: Bool
 
+    init(weight: Tensor, bias: Tensor?, stride: Int, padding: Int, depthwise: Bool) {
+        self.weight = weight
+        self.bias = bias
+        self.stride = stride
+        self.padding = padding
+        self.depthwise = depthwise
+    }
+
     init(_ w: WeightStore, _ prefix: String, _ inC: Int, _ outC: Int, kernel: Int,
          stride: Int = 1, padding: Int = 0, depthwise: Bool = false) throws {
         weight = try w.take("\(prefix).weight", [outC, depthwise ? 1 : inC, kernel, kernel])
@@ -92,7 +100,7 @@ struct Conv2d {
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor {
-        depthwise ? Conv.depthwiseConv2d(x, weight: weight, bias: bias, padding: padding)
+        depthwise ? Conv.depthwiseConv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
                   : Conv.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
     }
 

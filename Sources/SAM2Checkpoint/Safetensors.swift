@@ -28,7 +28,7 @@ public struct SafetensorsEntry: Equatable, Sendable {
         self.init(dtype: "I32", shape: shape, bytes: Self.littleEndianBytes(values.map { UInt32(bitPattern: $0) }))
     }
 
-    /// The values of an F32, F16 or BF16 entry as Floats.
+    /// The values of an F32, F16, BF16 (or I64, widened) entry as Floats.
     public func floats() throws -> [Float] {
         guard let type = Safetensors.floatElement(dtype) else {
             throw CheckpointError.unsupportedDType(source: "safetensors entry", dtype: dtype)
@@ -44,7 +44,7 @@ public struct SafetensorsEntry: Equatable, Sendable {
         }
     }
 
-    /// An F32, F16 or BF16 entry as a float32 tensor.
+    /// An F32, F16, BF16 (or I64, widened) entry as a float32 tensor.
     public func tensor() throws -> Tensor {
         let values = try floats()
         guard values.count == shape.reduce(1, *) else {
@@ -75,6 +75,7 @@ public enum Safetensors {
         case "F32": return .f32
         case "F16": return .f16
         case "BF16": return .bf16
+        case "I64": return .i64  // BatchNorm batch counters (EdgeTAM), widened like the .pt reader does
         default: return nil
         }
     }
@@ -90,7 +91,7 @@ public enum Safetensors {
         return out
     }
 
-    /// The F32, F16 and BF16 entries as float32 tensors; entries of other dtypes are skipped.
+    /// The F32, F16, BF16 and I64 entries as float32 tensors; entries of other dtypes are skipped.
     public static func readFloatTensors(path: String) throws -> [String: Tensor] {
         try readFloatTensors(file: MappedFile(path: path))
     }

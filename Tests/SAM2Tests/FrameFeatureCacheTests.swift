@@ -24,7 +24,7 @@ final class FrameFeatureCacheTests: XCTestCase {
 
     func testCachedPropagationIsBitIdenticalAndEncodesEachFrameOnce() throws {
         let off = try run(cache: FrameFeatureCache(ramBudget: 0, diskBudget: 0))
-        let ram = FrameFeatureCache()
+        let ram = FrameFeatureCache(ramBudget: 64 << 20)  // every frame stays in RAM
         let inRAM = try run(cache: ram)
         let disk = FrameFeatureCache(ramBudget: 0)  // every frame goes to the spill file
         let onDisk = try run(cache: disk)

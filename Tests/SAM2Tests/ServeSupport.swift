@@ -71,18 +71,19 @@ final class ServerProcess {
             r.httpBody = body
         }
         for (k, v) in headers { r.setValue(v, forHTTPHeaderField: k) }
+        final class Box: @unchecked Sendable { var reply = Reply(status: 0, headers: [:], body: Data()) }
+        let box = Box()
         let done = DispatchSemaphore(value: 0)
-        var reply = Reply(status: 0, headers: [:], body: Data())
         URLSession.shared.dataTask(with: r) { data, response, error in
             if let http = response as? HTTPURLResponse {
-                reply.status = http.statusCode
-                for (k, v) in http.allHeaderFields { reply.headers[("\(k)").lowercased()] = "\(v)" }
+                box.reply.status = http.statusCode
+                for (k, v) in http.allHeaderFields { box.reply.headers[("\(k)").lowercased()] = "\(v)" }
             }
-            reply.body = data ?? Data(error.map { "\($0)".utf8 } ?? "".utf8)
+            box.reply.body = data ?? Data(error.map { "\($0)".utf8 } ?? "".utf8)
             done.signal()
         }.resume()
         done.wait()
-        return reply
+        return box.reply
     }
 
     /// The JSON parts of a `multipart/x-savi-stream` body.
