@@ -67,14 +67,31 @@ struct FPNNeck {
     }
 }
 
-/// `ImageEncoder`: Hiera trunk + FPN neck, dropping the `scalp` lowest-resolution levels.
+/// `ImageEncoder`: trunk (SAM 2's Hiera or EdgeTAM's RepViT) + FPN neck, dropping the `scalp`
+/// lowest-resolution levels.
 struct ImageEncoder {
-    let trunk: Hiera
+    enum Trunk {
+        case hiera(Hiera)
+        case timm(TimmBackbone)
+
+        /// The stage outputs `[C, H, W]`, highest resolution first.
+        func callAsFunction(_ image: Tensor) -> [Tensor] {
+            switch self {
+            case let .hiera(h): return h(image)
+            case let .timm(t): return t(image)
+            }
+        }
+    }
+
+    let trunk: Trunk
     let neck: FPNNeck
     let scalp: Int
 
     init(_ w: WeightStore, _ prefix: String, _ cfg: ImageEncoderConfig) throws {
-        trunk = try Hiera(w, "\(prefix).trunk", cfg.trunk)
+        switch cfg.trunk {
+        case let .hiera(h): trunk = .hiera(try Hiera(w, "\(prefix).trunk", h))
+        case let .timm(t): trunk = .timm(try TimmBackbone(w, "\(prefix).trunk", name: t.name))
+        }
         neck = try FPNNeck(w, "\(prefix).neck", cfg.neck)
         scalp = cfg.scalp
     }

@@ -31,6 +31,10 @@ public enum SAM2Targets {
     public static let maskDownSampler = "sam2.modeling.memory_encoder.MaskDownSampler"
     public static let fuser = "sam2.modeling.memory_encoder.Fuser"
     public static let cxBlock = "sam2.modeling.memory_encoder.CXBlock"
+    // EdgeTAM (facebookresearch/EdgeTAM, a fork of sam2 with the same schema).
+    public static let timmBackbone = "sam2.modeling.backbones.timm.TimmBackbone"
+    public static let ropeAttentionV2 = "sam2.modeling.sam.transformer.RoPEAttentionv2"
+    public static let perceiverResampler = "sam2.modeling.perceiver.PerceiverResampler"
 }
 
 // MARK: - Errors
@@ -71,11 +75,20 @@ public struct ImageEncoderConfig: Codable, Equatable, Sendable {
     public var target: String
     /// Number of lowest-resolution feature levels dropped after the neck.
     public var scalp: Int
-    public var trunk: HieraConfig
+    public var trunk: TrunkConfig
     public var neck: FpnNeckConfig
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case target = "_target_", scalp, trunk, neck
+    }
+
+    /// The trunk when it is SAM 2's Hiera (nil for EdgeTAM's RepViT).
+    public var hiera: HieraConfig? {
+        get {
+            if case let .hiera(h) = trunk { return h }
+            return nil
+        }
+        set { if let newValue { trunk = .hiera(newValue) } }
     }
 
     public init(from decoder: Decoder) throws {
@@ -85,6 +98,60 @@ public struct ImageEncoderConfig: Codable, Equatable, Sendable {
         neck = try r.section(.neck)
         scalp = try r.get(.scalp, 0)
     }
+}
+
+/// `model.image_encoder.trunk`: SAM 2's Hiera, or EdgeTAM's `TimmBackbone`, by `_target_`.
+public enum TrunkConfig: Codable, Equatable, Sendable {
+    case hiera(HieraConfig)
+    case timm(TimmBackboneConfig)
+
+    public init(from decoder: Decoder) throws {
+        let keys = try decoder.container(keyedBy: AnyConfigKey.self)
+        let target = try? keys.decode(String.self, forKey: AnyConfigKey(stringValue: "_target_"))
+        self = target == SAM2Targets.timmBackbone ? .timm(try TimmBackboneConfig(from: decoder))
+                                                   : .hiera(try HieraConfig(from: decoder))
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        switch self {
+        case let .hiera(h): try h.encode(to: encoder)
+        case let .timm(t): try t.encode(to: encoder)
+        }
+    }
+
+    /// Channels of the trunk's outputs, highest resolution first.
+    public var channels: [Int] {
+        switch self {
+        case let .hiera(h): return h.stageDims
+        case let .timm(t): return t.channels
+        }
+    }
+}
+
+/// `model.image_encoder.trunk` (TimmBackbone): a timm model built with `features_only=True`.
+public struct TimmBackboneConfig: Codable, Equatable, Sendable {
+    public var target: String
+    /// The timm model, e.g. `repvit_m1.dist_in1k` (the tag after the dot names pretrained weights).
+    public var name: String
+    /// `layer<i>` for each feature level taken (`out_indices`).
+    public var features: [String]
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case target = "_target_", name, features
+    }
+
+    public init(from decoder: Decoder) throws {
+        let r = try ConfigReader(decoder, CodingKeys.self, className: "TimmBackbone")
+        target = try r.target(.target, [SAM2Targets.timmBackbone])
+        name = try r.required(.name)
+        features = try r.requiredList(.features)
+    }
+
+    /// The timm models this tool builds, by name without the pretrained tag: stage widths.
+    public static let knownModels: [String: [Int]] = ["repvit_m1": [48, 96, 192, 384]]
+
+    public var baseName: String { String(name.split(separator: ".").first ?? "") }
+    public var channels: [Int] { Self.knownModels[baseName] ?? [] }
 }
 
 /// `model.image_encoder.trunk` (Hiera).
@@ -287,7 +354,8 @@ public struct MemoryAttentionLayerConfig: Codable, Equatable, Sendable {
     }
 }
 
-/// `self_attention` / `cross_attention` (RoPEAttention).
+/// `self_attention` / `cross_attention`: RoPEAttention, or EdgeTAM's RoPEAttentionv2 (queries and
+/// keys on grids of different sizes: `q_sizes`, `k_sizes`).
 public struct RoPEAttentionConfig: Codable, Equatable, Sendable {
     public var target: String
     public var ropeTheta: Double
@@ -295,6 +363,9 @@ public struct RoPEAttentionConfig: Codable, Equatable, Sendable {
     public var featSizes: [Int]
     /// Repeat the query RoPE to the key length (cross-attention to several memories).
     public var ropeKRepeat: Bool
+    /// RoPEAttentionv2: [w, h] of the query grid and of each memory's key grid.
+    public var qSizes: [Int]
+    public var kSizes: [Int]
     public var embeddingDim: Int
     public var numHeads: Int
     public var downsampleRate: Int
@@ -305,16 +376,23 @@ public struct RoPEAttentionConfig: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case target = "_target_"
         case ropeTheta = "rope_theta", featSizes = "feat_sizes", ropeKRepeat = "rope_k_repeat"
+        case qSizes = "q_sizes", kSizes = "k_sizes"
         case embeddingDim = "embedding_dim", numHeads = "num_heads", downsampleRate = "downsample_rate"
         case dropout, kvInDim = "kv_in_dim"
     }
 
     public init(from decoder: Decoder) throws {
-        let r = try ConfigReader(decoder, CodingKeys.self, className: "RoPEAttention")
-        target = try r.target(.target, [SAM2Targets.ropeAttention])
+        let keys = try decoder.container(keyedBy: AnyConfigKey.self)
+        let isV2 = (try? keys.decode(String.self, forKey: AnyConfigKey(stringValue: "_target_"))) == SAM2Targets.ropeAttentionV2
+        // Each class takes only its own grid keys (Python would refuse the other's).
+        let r = try ConfigReader(decoder, CodingKeys.self, className: isV2 ? "RoPEAttentionv2" : "RoPEAttention",
+                                 refusing: isV2 ? ["feat_sizes", "rope_k_repeat"] : ["q_sizes", "k_sizes"])
+        target = try r.target(.target, [SAM2Targets.ropeAttention, SAM2Targets.ropeAttentionV2])
         ropeTheta = try r.get(.ropeTheta, 10000.0)
         featSizes = try r.list(.featSizes, [64, 64])
         ropeKRepeat = try r.get(.ropeKRepeat, false)
+        qSizes = try r.list(.qSizes, [32, 32])
+        kSizes = try r.list(.kSizes, [32, 32])
         embeddingDim = try r.required(.embeddingDim)
         numHeads = try r.required(.numHeads)
         downsampleRate = try r.get(.downsampleRate, 1)
@@ -322,9 +400,76 @@ public struct RoPEAttentionConfig: Codable, Equatable, Sendable {
         kvInDim = try r.optional(.kvInDim)
     }
 
+    /// Writes only the grid keys of its own class, so that the YAML reads back.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(target, forKey: .target)
+        try c.encode(ropeTheta, forKey: .ropeTheta)
+        if isV2 {
+            try c.encode(qSizes, forKey: .qSizes)
+            try c.encode(kSizes, forKey: .kSizes)
+        } else {
+            try c.encode(featSizes, forKey: .featSizes)
+            try c.encode(ropeKRepeat, forKey: .ropeKRepeat)
+        }
+        try c.encode(embeddingDim, forKey: .embeddingDim)
+        try c.encode(numHeads, forKey: .numHeads)
+        try c.encode(downsampleRate, forKey: .downsampleRate)
+        try c.encode(dropout, forKey: .dropout)
+        try c.encodeIfPresent(kvInDim, forKey: .kvInDim)
+    }
+
+    public var isV2: Bool { target == SAM2Targets.ropeAttentionV2 }
     public var resolvedKvInDim: Int { kvInDim ?? embeddingDim }
     /// Width of q/k/v after projection.
     public var internalDim: Int { downsampleRate > 0 ? embeddingDim / downsampleRate : 0 }
+}
+
+// MARK: - Spatial perceiver (EdgeTAM)
+
+/// `model.spatial_perceiver` (PerceiverResampler): latents that attend to a memory frame.
+public struct PerceiverResamplerConfig: Codable, Equatable, Sendable {
+    public var target: String
+    public var dim: Int
+    public var depth: Int
+    public var dimHead: Int
+    public var heads: Int
+    /// Global (1D) latents, and 2D latents each attending to one window of the map (-1: none).
+    public var numLatents: Int
+    public var numLatents2d: Int
+    public var ffMult: Int
+    public var hiddenDropoutP: Double
+    public var attentionDropoutP: Double
+    public var posEncAtKeyValue: Bool
+    public var concatKvLatents: Bool
+    public var positionEncoding: PositionEncodingConfig?
+    public var useSelfAttn: Bool
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case target = "_target_", dim, depth, dimHead = "dim_head", heads
+        case numLatents = "num_latents", numLatents2d = "num_latents_2d", ffMult = "ff_mult"
+        case hiddenDropoutP = "hidden_dropout_p", attentionDropoutP = "attention_dropout_p"
+        case posEncAtKeyValue = "pos_enc_at_key_value", concatKvLatents = "concat_kv_latents"
+        case positionEncoding = "position_encoding", useSelfAttn = "use_self_attn"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let r = try ConfigReader(decoder, CodingKeys.self, className: "PerceiverResampler")
+        target = try r.target(.target, [SAM2Targets.perceiverResampler])
+        dim = try r.required(.dim)
+        depth = try r.required(.depth)
+        dimHead = try r.get(.dimHead, 64)
+        heads = try r.get(.heads, 1)
+        numLatents = try r.get(.numLatents, -1)
+        numLatents2d = try r.get(.numLatents2d, -1)
+        ffMult = try r.get(.ffMult, 4)
+        hiddenDropoutP = try r.get(.hiddenDropoutP, 0.1)
+        attentionDropoutP = try r.get(.attentionDropoutP, 0.05)
+        posEncAtKeyValue = try r.get(.posEncAtKeyValue, false)
+        concatKvLatents = try r.get(.concatKvLatents, false)
+        positionEncoding = try r.section(.positionEncoding, default: nil)
+        useSelfAttn = try r.get(.useSelfAttn, false)
+    }
 }
 
 // MARK: - Memory encoder
@@ -472,6 +617,8 @@ public struct SAM2Config: Codable, Equatable, Sendable {
     public var imageEncoder: ImageEncoderConfig
     public var memoryAttention: MemoryAttentionConfig
     public var memoryEncoder: MemoryEncoderConfig
+    /// EdgeTAM's spatial perceiver, which compresses each memory frame (nil in SAM 2).
+    public var spatialPerceiver: PerceiverResamplerConfig?
 
     // SAM2Base
     public var numMaskmem: Int
@@ -517,6 +664,7 @@ public struct SAM2Config: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case target = "_target_"
         case imageEncoder = "image_encoder", memoryAttention = "memory_attention", memoryEncoder = "memory_encoder"
+        case spatialPerceiver = "spatial_perceiver"
         case numMaskmem = "num_maskmem", imageSize = "image_size", backboneStride = "backbone_stride"
         case sigmoidScaleForMemEnc = "sigmoid_scale_for_mem_enc", sigmoidBiasForMemEnc = "sigmoid_bias_for_mem_enc"
         case binarizeMaskFromPtsForMemEnc = "binarize_mask_from_pts_for_mem_enc"
@@ -552,6 +700,7 @@ public struct SAM2Config: Codable, Equatable, Sendable {
         imageEncoder = try r.section(.imageEncoder)
         memoryAttention = try r.section(.memoryAttention)
         memoryEncoder = try r.section(.memoryEncoder)
+        spatialPerceiver = try r.section(.spatialPerceiver, default: nil)
         // Defaults: SAM2Base.__init__ (sam2/modeling/sam2_base.py).
         numMaskmem = try r.get(.numMaskmem, 7)
         imageSize = try r.get(.imageSize, 512)
@@ -762,7 +911,14 @@ extension SAM2Config {
     /// The eight official models, spelled like their checkpoints (`sam2.1_hiera_tiny.pt`).
     /// `named` also takes the config spelling (`sam2.1_hiera_t`) and Hugging Face ids.
     public static var knownModelNames: [String] {
-        versions.flatMap { v in sizes.map { "\(v)_hiera_\($0.long)" } }
+        versions.flatMap { v in sizes.map { "\(v)_hiera_\($0.long)" } } + ["edgetam"]
+    }
+
+    /// EdgeTAM (facebookresearch/EdgeTAM): `edgetam`, `edgetam.pt`, `edgetam.yaml`.
+    private static func isEdgeTAM(_ name: String) -> Bool {
+        var n = name.trimmingCharacters(in: .whitespaces).lowercased()
+        for ext in [".yaml", ".yml", ".pt", ".safetensors"] where n.hasSuffix(ext) { n.removeLast(ext.count) }
+        return n == "edgetam" || n == "facebook/edgetam"
     }
 
     /// Parses a model name into (version, short size), e.g. "facebook/sam2.1-hiera-base-plus" → ("sam2.1", "b+").
@@ -786,6 +942,7 @@ extension SAM2Config {
 
     /// The canonical (checkpoint-style) name of a model, e.g. "sam2.1_hiera_t" → "sam2.1_hiera_tiny".
     public static func canonicalModelName(_ name: String) -> String? {
+        if isEdgeTAM(name) { return "edgetam" }
         guard let (version, size) = parseModelName(name),
               let long = sizes.first(where: { $0.short == size })?.long else { return nil }
         return "\(version)_hiera_\(long)"
@@ -793,6 +950,7 @@ extension SAM2Config {
 
     /// The config file of a model relative to Configs/, e.g. "sam2.1_hiera_tiny" → "sam2.1/sam2.1_hiera_t.yaml".
     public static func configFile(forModel name: String) -> String? {
+        if isEdgeTAM(name) { return "edgetam.yaml" }
         guard let (version, size) = parseModelName(name) else { return nil }
         return "\(version)/\(version)_hiera_\(size).yaml"
     }
@@ -866,45 +1024,54 @@ extension SAM2Config {
             throw fail("_target_", "unsupported model class \(target)")
         }
 
-        // Trunk (Hiera).
-        let trunk = imageEncoder.trunk
+        // Trunk: Hiera, or a timm model this tool builds (EdgeTAM's RepViT).
         let t = "image_encoder.trunk."
-        try positive(trunk.embedDim, t + "embed_dim")
-        try positive(trunk.numHeads, t + "num_heads")
-        if trunk.stages.isEmpty || trunk.stages.contains(where: { $0 <= 0 }) {
-            throw fail(t + "stages", "must be a non-empty list of positive block counts, got \(trunk.stages)")
-        }
-        if trunk.windowSpec.count != trunk.stages.count {
-            throw fail(t + "window_spec", "has \(trunk.windowSpec.count) entries but stages has \(trunk.stages.count)")
-        }
-        if trunk.windowSpec.contains(where: { $0 <= 0 }) {
-            throw fail(t + "window_spec", "window sizes must be positive, got \(trunk.windowSpec)")
-        }
-        if !(0...(trunk.stages.count - 1)).contains(trunk.qPool) {
-            throw fail(t + "q_pool", "must be in 0...\(trunk.stages.count - 1) (stages - 1), got \(trunk.qPool)")
-        }
-        if trunk.qStride.count != 2 || trunk.qStride.contains(where: { $0 <= 0 }) {
-            throw fail(t + "q_stride", "must be two positive integers, got \(trunk.qStride)")
-        }
-        if trunk.windowPosEmbedBkgSpatialSize.count != 2 || trunk.windowPosEmbedBkgSpatialSize.contains(where: { $0 <= 0 }) {
-            throw fail(t + "window_pos_embed_bkg_spatial_size",
-                       "must be two positive integers, got \(trunk.windowPosEmbedBkgSpatialSize)")
-        }
-        if trunk.dimMul <= 0 { throw fail(t + "dim_mul", "must be positive, got \(trunk.dimMul)") }
-        if trunk.headMul <= 0 { throw fail(t + "head_mul", "must be positive, got \(trunk.headMul)") }
-        let depth = trunk.stages.reduce(0, +)
-        if let bad = trunk.globalAttBlocks.first(where: { !(0..<depth).contains($0) }) {
-            throw fail(t + "global_att_blocks", "block \(bad) is outside 0..<\(depth) (the trunk's depth)")
-        }
-        for (i, (dim, heads)) in zip(trunk.stageDims, trunk.stageHeads).enumerated() where heads <= 0 || dim % heads != 0 {
-            throw fail(t + "num_heads", "stage \(i) has \(dim) channels, not divisible by its \(heads) heads")
+        switch imageEncoder.trunk {
+        case let .hiera(trunk):
+            try positive(trunk.embedDim, t + "embed_dim")
+            try positive(trunk.numHeads, t + "num_heads")
+            if trunk.stages.isEmpty || trunk.stages.contains(where: { $0 <= 0 }) {
+                throw fail(t + "stages", "must be a non-empty list of positive block counts, got \(trunk.stages)")
+            }
+            if trunk.windowSpec.count != trunk.stages.count {
+                throw fail(t + "window_spec", "has \(trunk.windowSpec.count) entries but stages has \(trunk.stages.count)")
+            }
+            if trunk.windowSpec.contains(where: { $0 <= 0 }) {
+                throw fail(t + "window_spec", "window sizes must be positive, got \(trunk.windowSpec)")
+            }
+            if !(0...(trunk.stages.count - 1)).contains(trunk.qPool) {
+                throw fail(t + "q_pool", "must be in 0...\(trunk.stages.count - 1) (stages - 1), got \(trunk.qPool)")
+            }
+            if trunk.qStride.count != 2 || trunk.qStride.contains(where: { $0 <= 0 }) {
+                throw fail(t + "q_stride", "must be two positive integers, got \(trunk.qStride)")
+            }
+            if trunk.windowPosEmbedBkgSpatialSize.count != 2 || trunk.windowPosEmbedBkgSpatialSize.contains(where: { $0 <= 0 }) {
+                throw fail(t + "window_pos_embed_bkg_spatial_size",
+                           "must be two positive integers, got \(trunk.windowPosEmbedBkgSpatialSize)")
+            }
+            if trunk.dimMul <= 0 { throw fail(t + "dim_mul", "must be positive, got \(trunk.dimMul)") }
+            if trunk.headMul <= 0 { throw fail(t + "head_mul", "must be positive, got \(trunk.headMul)") }
+            let depth = trunk.stages.reduce(0, +)
+            if let bad = trunk.globalAttBlocks.first(where: { !(0..<depth).contains($0) }) {
+                throw fail(t + "global_att_blocks", "block \(bad) is outside 0..<\(depth) (the trunk's depth)")
+            }
+            for (i, (dim, heads)) in zip(trunk.stageDims, trunk.stageHeads).enumerated() where heads <= 0 || dim % heads != 0 {
+                throw fail(t + "num_heads", "stage \(i) has \(dim) channels, not divisible by its \(heads) heads")
+            }
+        case let .timm(trunk):
+            if trunk.channels.isEmpty {
+                throw fail(t + "name", "unsupported timm model \(trunk.name) (supported: \(TimmBackboneConfig.knownModels.keys.sorted().joined(separator: ", ")))")
+            }
+            if trunk.features != ["layer0", "layer1", "layer2", "layer3"] {
+                throw fail(t + "features", "must be [layer0, layer1, layer2, layer3] (every stage, as EdgeTAM takes them), got \(trunk.features)")
+            }
         }
 
         // Neck (FpnNeck).
         let neck = imageEncoder.neck
         let n = "image_encoder.neck."
         try positive(neck.dModel, n + "d_model")
-        let expectedChannels = Array(trunk.stageDims.reversed())
+        let expectedChannels = Array(imageEncoder.trunk.channels.reversed())
         if neck.backboneChannelList != expectedChannels {
             throw fail(n + "backbone_channel_list",
                        "is \(neck.backboneChannelList) but the trunk's stage channels, lowest resolution first, are \(expectedChannels)")
@@ -954,9 +1121,17 @@ extension SAM2Config {
             if attention.internalDim % attention.numHeads != 0 || (attention.internalDim / attention.numHeads) % 4 != 0 {
                 throw fail(a + "num_heads", "embedding_dim / downsample_rate / num_heads must be a multiple of 4 for RoPE")
             }
-            if attention.featSizes.count != 2 || attention.featSizes.contains(where: { $0 <= 0 }) {
-                throw fail(a + "feat_sizes", "must be two positive integers, got \(attention.featSizes)")
+            for (key, sizes) in attention.isV2 ? [("q_sizes", attention.qSizes), ("k_sizes", attention.kSizes)] : [("feat_sizes", attention.featSizes)]
+            where sizes.count != 2 || sizes.contains(where: { $0 <= 0 }) {
+                throw fail(a + key, "must be two positive integers, got \(sizes)")
             }
+        }
+        if ma.layer.selfAttention.isV2 {
+            throw fail(m + "layer.self_attention._target_", "RoPEAttentionv2 is for cross-attention to memories only")
+        }
+        if ma.layer.crossAttention.isV2 != (spatialPerceiver != nil) {
+            throw fail(m + "layer.cross_attention._target_",
+                       "RoPEAttentionv2 goes with a spatial_perceiver (EdgeTAM) and RoPEAttention without one")
         }
         if ma.layer.selfAttention.resolvedKvInDim != ma.dModel {
             throw fail(m + "layer.self_attention.kv_in_dim", "must equal d_model \(ma.dModel)")
@@ -964,6 +1139,30 @@ extension SAM2Config {
         if ma.layer.crossAttention.resolvedKvInDim != memDim {
             throw fail(m + "layer.cross_attention.kv_in_dim",
                        "is \(ma.layer.crossAttention.resolvedKvInDim) but the memories (memory_encoder.out_dim) have \(memDim) channels")
+        }
+
+        // Spatial perceiver (EdgeTAM).
+        if let sp = spatialPerceiver {
+            let p = "spatial_perceiver."
+            try positive(sp.dim, p + "dim")
+            try positive(sp.depth, p + "depth")
+            try positive(sp.heads, p + "heads")
+            try positive(sp.dimHead, p + "dim_head")
+            try positive(sp.ffMult, p + "ff_mult")
+            if sp.dim != memDim { throw fail(p + "dim", "is \(sp.dim) but the memories (memory_encoder.out_dim) have \(memDim) channels") }
+            if sp.numLatents <= 0 && sp.numLatents2d <= 0 { throw fail(p + "num_latents", "num_latents or num_latents_2d must be positive") }
+            if sp.concatKvLatents { throw fail(p + "concat_kv_latents", "true is not supported (EdgeTAM uses false)") }
+            if sp.numLatents2d > 0 {
+                let side = Int(Double(sp.numLatents2d).squareRoot())
+                if side * side != sp.numLatents2d { throw fail(p + "num_latents_2d", "must be a square number, got \(sp.numLatents2d)") }
+                guard let pe = sp.positionEncoding else { throw fail(p + "position_encoding", "missing (2D latents need it)") }
+                try validate(pe, p + "position_encoding.", channels: sp.dim, fail: fail)
+                let grid = imageSize / backboneStride
+                if grid % side != 0 { throw fail(p + "num_latents_2d", "\(side)x\(side) windows do not tile the \(grid)x\(grid) memory map") }
+                if ma.layer.crossAttention.kSizes != [side, side] {
+                    throw fail(m + "layer.cross_attention.k_sizes", "is \(ma.layer.crossAttention.kSizes) but the perceiver's 2D latents are \(side)x\(side)")
+                }
+            }
         }
 
         // Memory encoder.
@@ -999,7 +1198,8 @@ extension SAM2Config {
         if numMaskmem < 0 { throw fail("num_maskmem", "must not be negative, got \(numMaskmem)") }
         try positive(backboneStride, "backbone_stride")
         // The FPN adds 2x-upsampled coarse features to finer ones, so every level must halve exactly.
-        let trunkStride = 4 * Int(pow(Double(trunk.qStride.max() ?? 1), Double(trunk.qPool)))
+        // (RepViT's stages reach stride 32.)
+        let trunkStride = imageEncoder.hiera.map { 4 * Int(pow(Double($0.qStride.max() ?? 1), Double($0.qPool))) } ?? 32
         let multiple = max(16, trunkStride)
         if imageSize <= 0 || imageSize % multiple != 0 {
             throw fail("image_size", "must be a positive multiple of \(multiple), got \(imageSize)")
@@ -1048,26 +1248,28 @@ extension SAM2Config {
         try finite([samMaskDecoderExtraArgs.dynamicMultimaskStabilityDelta, samMaskDecoderExtraArgs.dynamicMultimaskStabilityThresh],
                    "sam_mask_decoder_extra_args")
 
-        let trunk = imageEncoder.trunk, t = "image_encoder.trunk."
-        try atMost(trunk.embedDim, channels, t + "embed_dim")
-        try atMost(trunk.numHeads, 4096, t + "num_heads")
-        try atMost(trunk.stages.count, 16, t + "stages (count)")
-        try atMost(trunk.stages, layers, t + "stages")
-        try atMost(trunk.qStride, kernel, t + "q_stride")
-        try atMost(trunk.windowSpec, 8192, t + "window_spec")
-        try atMost(trunk.windowPosEmbedBkgSpatialSize, 1024, t + "window_pos_embed_bkg_spatial_size")
-        try finite([trunk.dimMul, trunk.headMul, trunk.dropPathRate], t + "dim_mul, head_mul, drop_path_rate")
-        // Stage widths and heads grow by dim_mul / head_mul per stage.
-        var dim = Double(trunk.embedDim), heads = Double(trunk.numHeads)
-        for _ in trunk.stages.dropFirst() {
-            dim *= trunk.dimMul; heads *= trunk.headMul
-            if dim > Double(channels) { throw fail(t + "dim_mul", "makes a stage wider than the supported \(channels) channels") }
-            if heads > 4096 { throw fail(t + "head_mul", "makes a stage have more than the supported 4096 heads") }
-        }
-        // The trunk's stride is 4 * q_stride^q_pool; the image must hold it.
-        let trunkStride = 4 * pow(Double(trunk.qStride.max() ?? 1), Double(min(max(trunk.qPool, 0), 64)))
-        if imageSize > 0 && trunkStride > Double(imageSize) {
-            throw fail(t + "q_pool", "q_stride^q_pool makes the trunk's stride (\(trunkStride)) larger than image_size \(imageSize)")
+        if let trunk = imageEncoder.hiera {
+            let t = "image_encoder.trunk."
+            try atMost(trunk.embedDim, channels, t + "embed_dim")
+            try atMost(trunk.numHeads, 4096, t + "num_heads")
+            try atMost(trunk.stages.count, 16, t + "stages (count)")
+            try atMost(trunk.stages, layers, t + "stages")
+            try atMost(trunk.qStride, kernel, t + "q_stride")
+            try atMost(trunk.windowSpec, 8192, t + "window_spec")
+            try atMost(trunk.windowPosEmbedBkgSpatialSize, 1024, t + "window_pos_embed_bkg_spatial_size")
+            try finite([trunk.dimMul, trunk.headMul, trunk.dropPathRate], t + "dim_mul, head_mul, drop_path_rate")
+            // Stage widths and heads grow by dim_mul / head_mul per stage.
+            var dim = Double(trunk.embedDim), heads = Double(trunk.numHeads)
+            for _ in trunk.stages.dropFirst() {
+                dim *= trunk.dimMul; heads *= trunk.headMul
+                if dim > Double(channels) { throw fail(t + "dim_mul", "makes a stage wider than the supported \(channels) channels") }
+                if heads > 4096 { throw fail(t + "head_mul", "makes a stage have more than the supported 4096 heads") }
+            }
+            // The trunk's stride is 4 * q_stride^q_pool; the image must hold it.
+            let trunkStride = 4 * pow(Double(trunk.qStride.max() ?? 1), Double(min(max(trunk.qPool, 0), 64)))
+            if imageSize > 0 && trunkStride > Double(imageSize) {
+                throw fail(t + "q_pool", "q_stride^q_pool makes the trunk's stride (\(trunkStride)) larger than image_size \(imageSize)")
+            }
         }
 
         let neck = imageEncoder.neck, n = "image_encoder.neck."
@@ -1087,8 +1289,17 @@ extension SAM2Config {
             try atMost(a.resolvedKvInDim, channels, k + "kv_in_dim")
             try atMost(a.numHeads, 4096, k + "num_heads")
             try atMost(a.downsampleRate, channels, k + "downsample_rate")
-            try atMost(a.featSizes, 1024, k + "feat_sizes")
+            try atMost(a.featSizes + a.qSizes + a.kSizes, 1024, k + "feat_sizes, q_sizes, k_sizes")
             try finite([a.ropeTheta, a.dropout], k + "rope_theta, dropout")
+        }
+
+        if let sp = spatialPerceiver {
+            let p = "spatial_perceiver."
+            try atMost([sp.dim, sp.dimHead * sp.heads], channels, p + "dim, dim_head * heads")
+            try atMost(sp.depth, layers, p + "depth")
+            try atMost([sp.numLatents, sp.numLatents2d], 1 << 16, p + "num_latents, num_latents_2d")
+            try atMost(sp.ffMult, 64, p + "ff_mult")
+            try finite([sp.hiddenDropoutP, sp.attentionDropoutP], p + "dropout")
         }
 
         let me = memoryEncoder, e = "memory_encoder."
@@ -1188,11 +1399,11 @@ private struct ConfigReader<K: CodingKey & CaseIterable> {
     let path: [CodingKey]
     let className: String
 
-    init(_ decoder: Decoder, _ keys: K.Type, className: String, ignoring: Set<String> = []) throws {
+    init(_ decoder: Decoder, _ keys: K.Type, className: String, ignoring: Set<String> = [], refusing: Set<String> = []) throws {
         path = decoder.codingPath
         self.className = className
         let all = try decoder.container(keyedBy: AnyConfigKey.self)
-        let known = Set(K.allCases.map(\.stringValue)).union(ignoring)
+        let known = Set(K.allCases.map(\.stringValue)).union(ignoring).subtracting(refusing)
         if let unknown = all.allKeys.first(where: { !known.contains($0.stringValue) }) {
             throw ConfigError(.unknownKey, key: keyPath(path + [unknown]), "unknown key (not a parameter of \(className))")
         }

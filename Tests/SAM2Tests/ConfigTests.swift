@@ -12,7 +12,7 @@ final class ConfigTests: XCTestCase {
 
     static let officialFiles = ["sam2", "sam2.1"].flatMap { v in
         ["t", "s", "b+", "l"].map { "\(v)/\(v)_hiera_\($0).yaml" }
-    }
+    } + ["edgetam.yaml"]
 
     func official(_ file: String) throws -> SAM2Config {
         try SAM2Config.load(path: "\(Self.configsDir)/\(file)")
@@ -68,7 +68,7 @@ final class ConfigTests: XCTestCase {
 
     func testSAM21TinyValues() throws {
         let c = try official("sam2.1/sam2.1_hiera_t.yaml")
-        let trunk = c.imageEncoder.trunk
+        let trunk = try XCTUnwrap(c.imageEncoder.hiera)
         XCTAssertEqual(c.imageEncoder.scalp, 1)
         XCTAssertEqual(trunk.embedDim, 96)
         XCTAssertEqual(trunk.numHeads, 1)
@@ -172,25 +172,25 @@ final class ConfigTests: XCTestCase {
     func testOtherSizes() throws {
         for v in ["sam2", "sam2.1"] {
             let s = try official("\(v)/\(v)_hiera_s.yaml").imageEncoder
-            XCTAssertEqual(s.trunk.embedDim, 96)
-            XCTAssertEqual(s.trunk.stages, [1, 2, 11, 2])
-            XCTAssertEqual(s.trunk.globalAttBlocks, [7, 10, 13])
-            XCTAssertEqual(s.trunk.windowSpec, [8, 4, 14, 7])
+            XCTAssertEqual(s.hiera!.embedDim, 96)
+            XCTAssertEqual(s.hiera!.stages, [1, 2, 11, 2])
+            XCTAssertEqual(s.hiera!.globalAttBlocks, [7, 10, 13])
+            XCTAssertEqual(s.hiera!.windowSpec, [8, 4, 14, 7])
 
             let b = try official("\(v)/\(v)_hiera_b+.yaml").imageEncoder
-            XCTAssertEqual(b.trunk.embedDim, 112)
-            XCTAssertEqual(b.trunk.numHeads, 2)
-            XCTAssertEqual(b.trunk.stages, [2, 3, 16, 3])           // Hiera default
-            XCTAssertEqual(b.trunk.globalAttBlocks, [12, 16, 20])   // Hiera default
-            XCTAssertEqual(b.trunk.windowPosEmbedBkgSpatialSize, [14, 14])
+            XCTAssertEqual(b.hiera!.embedDim, 112)
+            XCTAssertEqual(b.hiera!.numHeads, 2)
+            XCTAssertEqual(b.hiera!.stages, [2, 3, 16, 3])           // Hiera default
+            XCTAssertEqual(b.hiera!.globalAttBlocks, [12, 16, 20])   // Hiera default
+            XCTAssertEqual(b.hiera!.windowPosEmbedBkgSpatialSize, [14, 14])
             XCTAssertEqual(b.neck.backboneChannelList, [896, 448, 224, 112])
 
             let l = try official("\(v)/\(v)_hiera_l.yaml").imageEncoder
-            XCTAssertEqual(l.trunk.embedDim, 144)
-            XCTAssertEqual(l.trunk.numHeads, 2)
-            XCTAssertEqual(l.trunk.stages, [2, 6, 36, 4])
-            XCTAssertEqual(l.trunk.globalAttBlocks, [23, 33, 43])
-            XCTAssertEqual(l.trunk.windowSpec, [8, 4, 16, 8])
+            XCTAssertEqual(l.hiera!.embedDim, 144)
+            XCTAssertEqual(l.hiera!.numHeads, 2)
+            XCTAssertEqual(l.hiera!.stages, [2, 6, 36, 4])
+            XCTAssertEqual(l.hiera!.globalAttBlocks, [23, 33, 43])
+            XCTAssertEqual(l.hiera!.windowSpec, [8, 4, 16, 8])
             XCTAssertEqual(l.neck.backboneChannelList, [1152, 576, 288, 144])
         }
     }
@@ -212,13 +212,69 @@ final class ConfigTests: XCTestCase {
         }
     }
 
+    /// EdgeTAM's official config (facebookresearch/EdgeTAM sam2/configs/edgetam.yaml), read with
+    /// its new classes: the RepViT trunk, RoPEAttentionv2 cross-attention, the spatial perceiver.
+    func testEdgeTAMValues() throws {
+        let c = try SAM2Config.named("edgetam", configsDirectory: Self.configsDir)
+        XCTAssertNoThrow(try c.validate())
+        XCTAssertEqual(c, try SAM2Config.named("EdgeTAM.pt"))  // the built-in copy, by checkpoint name
+        XCTAssertEqual(SAM2Config.canonicalModelName("edgetam.yaml"), "edgetam")
+        XCTAssertTrue(SAM2Config.knownModelNames.contains("edgetam"))
+        guard case let .timm(trunk) = c.imageEncoder.trunk else { return XCTFail("trunk is not TimmBackbone") }
+        XCTAssertEqual(trunk.name, "repvit_m1.dist_in1k")
+        XCTAssertEqual(trunk.features, ["layer0", "layer1", "layer2", "layer3"])
+        XCTAssertEqual(c.imageEncoder.trunk.channels, [48, 96, 192, 384])
+        XCTAssertEqual(c.imageEncoder.neck.backboneChannelList, [384, 192, 96, 48])
+        XCTAssertEqual(c.imageEncoder.scalp, 1)
+        let ca = c.memoryAttention.layer.crossAttention, sa = c.memoryAttention.layer.selfAttention
+        XCTAssertTrue(ca.isV2)
+        XCTAssertFalse(sa.isV2)
+        XCTAssertEqual(ca.qSizes, [64, 64])
+        XCTAssertEqual(ca.kSizes, [16, 16])
+        XCTAssertEqual(ca.kvInDim, 64)
+        XCTAssertEqual(sa.featSizes, [32, 32])  // EdgeTAM's self-attention table (grown to 64x64 on use)
+        XCTAssertEqual(c.memoryAttention.numLayers, 2)
+        let sp = try XCTUnwrap(c.spatialPerceiver)
+        XCTAssertEqual([sp.depth, sp.dim, sp.dimHead, sp.heads, sp.ffMult, sp.numLatents, sp.numLatents2d], [2, 64, 64, 1, 4, 256, 256])
+        XCTAssertTrue(sp.posEncAtKeyValue)
+        XCTAssertFalse(sp.concatKvLatents)
+        XCTAssertTrue(sp.useSelfAttn)
+        XCTAssertEqual(sp.positionEncoding?.numPosFeats, 64)
+        XCTAssertEqual(c.numMaskmem, 7)
+        XCTAssertEqual(c.imageSize, 1024)
+        XCTAssertTrue(c.useMaskInputAsOutputWithoutSam)
+        XCTAssertFalse(c.addTposEncToObjPtrs)
+        XCTAssertTrue(c.fixedNoObjPtr)
+        XCTAssertTrue(c.useMlpForObjPtrProj)
+        XCTAssertEqual(c.multimaskMinPtNum, 0)
+        // SAM 2's configs have neither.
+        XCTAssertNil(try SAM2Config.named("sam2.1_hiera_tiny").spatialPerceiver)
+    }
+
+    func testEdgeTAMConfigErrorsNameTheKey() throws {
+        let text = try String(contentsOfFile: "\(Self.configsDir)/edgetam.yaml", encoding: .utf8)
+        func refused(_ edit: (String) -> String, _ key: String, _ words: String, line: UInt = #line) {
+            XCTAssertThrowsError(try { let c = try SAM2Config.load(yaml: edit(text), source: "e.yaml"); try c.validate() }(), line: line) { e in
+                let message = "\(e)"
+                XCTAssertTrue(message.contains(key) && message.contains(words), "\(message)", line: line)
+            }
+        }
+        refused({ $0.replacingOccurrences(of: "repvit_m1.dist_in1k", with: "resnet50") }, "trunk.name", "unsupported timm model resnet50")
+        refused({ $0.replacingOccurrences(of: "      - layer3\n", with: "") }, "trunk.features", "layer0, layer1, layer2, layer3")
+        refused({ $0.replacingOccurrences(of: "k_sizes: [16, 16]", with: "k_sizes: [8, 8]") }, "cross_attention.k_sizes", "16x16")
+        refused({ $0.replacingOccurrences(of: "k_sizes: [16, 16]", with: "feat_sizes: [16, 16]") }, "feat_sizes", "unknown key")
+        refused({ $0.replacingOccurrences(of: "num_latents_2d: 256", with: "num_latents_2d: 200") }, "num_latents_2d", "square")
+        refused({ $0.replacingOccurrences(of: "    dim: 64\n    dim_head", with: "    dim: 32\n    dim_head") }, "spatial_perceiver.dim", "64 channels")
+        refused({ $0.replacingOccurrences(of: "    use_self_attn: true", with: "    use_self_attn: true\n    colour: red") }, "spatial_perceiver.colour", "unknown key")
+    }
+
     // MARK: Names and built-in copies
 
     func testEmbeddedTextEqualsConfigsDirectory() throws {
         let onDisk = Set(try ["sam2", "sam2.1"].flatMap { v in
             try FileManager.default.contentsOfDirectory(atPath: "\(Self.configsDir)/\(v)")
                 .filter { $0.hasSuffix(".yaml") }.map { "\(v)/\($0)" }
-        })
+        } + ["edgetam.yaml"])
         XCTAssertEqual(Set(SAM2Config.embeddedConfigFiles.keys), onDisk,
                        "Configs/ changed: rerun Scripts/embed_configs.sh")
         for file in onDisk {
@@ -248,7 +304,7 @@ final class ConfigTests: XCTestCase {
             XCTAssertEqual(builtIn, try official(file), name)
             XCTAssertEqual(fromDir, builtIn, name)
         }
-        XCTAssertEqual(SAM2Config.knownModelNames.count, 8)
+        XCTAssertEqual(SAM2Config.knownModelNames.count, 9)  // eight SAM 2 models and EdgeTAM
         for name in SAM2Config.knownModelNames {
             XCTAssertEqual(SAM2Config.canonicalModelName(name), name)
             XCTAssertNoThrow(try SAM2Config.named(name), name)
@@ -287,10 +343,10 @@ final class ConfigTests: XCTestCase {
         let c = try SAM2Config.load(path: try fixture("micro_synth"))
         XCTAssertEqual(c.target, SAM2Targets.videoPredictor)
         XCTAssertEqual(c.imageSize, 256)
-        XCTAssertEqual(c.imageEncoder.trunk.embedDim, 16)
-        XCTAssertEqual(c.imageEncoder.trunk.stages, [1, 2, 4, 1])
-        XCTAssertEqual(c.imageEncoder.trunk.globalAttBlocks, [4, 6])
-        XCTAssertEqual(c.imageEncoder.trunk.windowSpec, [8, 4, 14, 7])  // absent: Hiera default
+        XCTAssertEqual(c.imageEncoder.hiera!.embedDim, 16)
+        XCTAssertEqual(c.imageEncoder.hiera!.stages, [1, 2, 4, 1])
+        XCTAssertEqual(c.imageEncoder.hiera!.globalAttBlocks, [4, 6])
+        XCTAssertEqual(c.imageEncoder.hiera!.windowSpec, [8, 4, 14, 7])  // absent: Hiera default
         XCTAssertEqual(c.imageEncoder.neck.backboneChannelList, [128, 64, 32, 16])
         XCTAssertEqual(c.imageEncoder.neck.dModel, 64)
         XCTAssertEqual(c.memoryAttention.layer.dimFeedforward, 128)
@@ -320,7 +376,7 @@ final class ConfigTests: XCTestCase {
         }
         XCTAssertTrue(try SAM2Config.load(path: fixture("micro_bedroom")).binarizeMaskFromPtsForMemEnc)
         let dog = try SAM2Config.load(path: fixture("tiny_dog"))
-        XCTAssertEqual(dog.imageEncoder.trunk.embedDim, 96)
+        XCTAssertEqual(dog.imageEncoder.hiera!.embedDim, 96)
         XCTAssertEqual(dog.imageSize, 1024)
     }
 
@@ -460,8 +516,8 @@ final class ConfigTests: XCTestCase {
             XCTAssertEqual(error?.kind, .invalidValue)
             return error?.key
         }
-        XCTAssertEqual(invalidKey { $0.imageEncoder.trunk.windowSpec = [8, 4, 14] }, "model.image_encoder.trunk.window_spec")
-        XCTAssertEqual(invalidKey { $0.imageEncoder.trunk.embedDim = 112 }, "model.image_encoder.neck.backbone_channel_list")
+        XCTAssertEqual(invalidKey { $0.imageEncoder.hiera!.windowSpec = [8, 4, 14] }, "model.image_encoder.trunk.window_spec")
+        XCTAssertEqual(invalidKey { $0.imageEncoder.hiera!.embedDim = 112 }, "model.image_encoder.neck.backbone_channel_list")
         XCTAssertEqual(invalidKey { $0.imageEncoder.neck.backboneChannelList = [96, 192, 384, 768] },
                        "model.image_encoder.neck.backbone_channel_list")
         XCTAssertEqual(invalidKey { $0.imageSize = 1000 }, "model.image_size")
@@ -474,8 +530,8 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(invalidKey { $0.memoryAttention.layer.activation = "tanh" }, "model.memory_attention.layer.activation")
         XCTAssertEqual(invalidKey { $0.imageEncoder.neck.fpnInterpModel = "area" }, "model.image_encoder.neck.fpn_interp_model")
         XCTAssertEqual(invalidKey { $0.imageEncoder.neck.fuseType = "max" }, "model.image_encoder.neck.fuse_type")
-        XCTAssertEqual(invalidKey { $0.imageEncoder.trunk.globalAttBlocks = [5, 7, 12] }, "model.image_encoder.trunk.global_att_blocks")
-        XCTAssertEqual(invalidKey { $0.imageEncoder.trunk.qPool = 4 }, "model.image_encoder.trunk.q_pool")
+        XCTAssertEqual(invalidKey { $0.imageEncoder.hiera!.globalAttBlocks = [5, 7, 12] }, "model.image_encoder.trunk.global_att_blocks")
+        XCTAssertEqual(invalidKey { $0.imageEncoder.hiera!.qPool = 4 }, "model.image_encoder.trunk.q_pool")
         XCTAssertEqual(invalidKey { $0.memoryEncoder.maskDownsampler.totalStride = 12 }, "model.memory_encoder.mask_downsampler.total_stride")
         XCTAssertEqual(invalidKey { $0.memoryAttention.layer.crossAttention.kvInDim = 32 },
                        "model.memory_attention.layer.cross_attention.kv_in_dim")
