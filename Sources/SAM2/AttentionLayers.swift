@@ -202,29 +202,54 @@ struct ProjectedAttention {
 
 /// `RoPEAttention`: the same with axial rotary encoding of queries and of all keys but the
 /// last `excludedKeys` (the object-pointer tokens); keys repeat the query grid's positions.
+///
+/// With `keyGridSide` it is EdgeTAM's `RoPEAttentionv2`: the keys are `keyFrames` memory frames of
+/// equal length, and in each only the last `keyGridSide²` rows (the perceiver's 2D latents) are
+/// rotated, on their own grid; the rows before them (global latents) are not.
 struct RoPEAttention {
     let base: ProjectedAttention
     let theta: Float
     let internalDim: Int
+    /// RoPEAttentionv2: the query grid's side and the memory grid's side.
+    let queryGridSide: Int?, keyGridSide: Int?
     /// The rotation tables depend only on the grid: built once per size, not per call.
     private static let ropeTables = Memo<[Float], AxialRoPE>()
 
-    init(_ w: WeightStore, _ prefix: String, dim: Int, heads: Int, downsampleRate: Int, kvInDim: Int?, theta: Float) throws {
+    init(_ w: WeightStore, _ prefix: String, dim: Int, heads: Int, downsampleRate: Int, kvInDim: Int?, theta: Float,
+         queryGridSide: Int? = nil, keyGridSide: Int? = nil) throws {
         base = try ProjectedAttention(w, prefix, dim: dim, heads: heads, downsampleRate: downsampleRate, kvInDim: kvInDim)
         self.theta = theta
         internalDim = dim / downsampleRate
+        self.queryGridSide = queryGridSide
+        self.keyGridSide = keyGridSide
     }
 
-    func rope(queries: Int) -> AxialRoPE {
-        let side = Int(Double(queries).squareRoot().rounded())
+    private func table(side: Int) -> AxialRoPE {
         let dim = internalDim / base.heads
         return Self.ropeTables.value(for: [Float(dim), Float(side), theta]) { AxialRoPE(dim: dim, side: side, theta: theta) }
     }
 
-    func callAsFunction(q: Tensor, k: Tensor, v: Tensor, excludedKeys: Int = 0, rope: AxialRoPE) -> Tensor {
+    /// The queries' table: v2's fixed grid, else the grid of `queries` tokens.
+    func rope(queries: Int) -> AxialRoPE {
+        table(side: queryGridSide ?? Int(Double(queries).squareRoot().rounded()))
+    }
+
+    func callAsFunction(q: Tensor, k: Tensor, v: Tensor, excludedKeys: Int = 0, keyFrames: Int = 0, rope: AxialRoPE) -> Tensor {
         var qp = base.qProj(q), kp = base.kProj(k)
         rope.apply(&qp, rows: qp.shape[0], heads: base.heads)
-        rope.apply(&kp, rows: kp.shape[0] - excludedKeys, heads: base.heads)
+        let rotated = kp.shape[0] - excludedKeys
+        if let keyGridSide {
+            let keyRope = table(side: keyGridSide)
+            if keyFrames > 0 && rotated > 0 {
+                let perFrame = rotated / keyFrames, plain = perFrame - keyRope.positions
+                precondition(perFrame * keyFrames == rotated && plain >= 0, "RoPEAttentionv2: \(rotated) keys in \(keyFrames) frames")
+                for f in 0..<keyFrames {
+                    keyRope.apply(&kp, rows: (f * perFrame + plain)..<((f + 1) * perFrame), heads: base.heads)
+                }
+            }
+        } else {
+            rope.apply(&kp, rows: rotated, heads: base.heads)
+        }
         let o: Tensor
         if base.heads == 1 && v.shape[1] < internalDim {
             // Values are not rotated and each softmax row sums to one, so

@@ -15,7 +15,8 @@ struct MemoryAttentionLayer {
         selfAttn = try RoPEAttention(w, "\(prefix).self_attn", dim: sa.embeddingDim, heads: sa.numHeads,
                                      downsampleRate: sa.downsampleRate, kvInDim: sa.kvInDim, theta: Float(sa.ropeTheta))
         crossAttn = try RoPEAttention(w, "\(prefix).cross_attn_image", dim: ca.embeddingDim, heads: ca.numHeads,
-                                      downsampleRate: ca.downsampleRate, kvInDim: ca.kvInDim, theta: Float(ca.ropeTheta))
+                                      downsampleRate: ca.downsampleRate, kvInDim: ca.kvInDim, theta: Float(ca.ropeTheta),
+                                      queryGridSide: ca.isV2 ? ca.qSizes[0] : nil, keyGridSide: ca.isV2 ? ca.kSizes[0] : nil)
         feedForward = MLP(layers: [try Linear(w, "\(prefix).linear1", cfg.dModel, cfg.dimFeedforward),
                                    try Linear(w, "\(prefix).linear2", cfg.dimFeedforward, cfg.dModel)],
                           activation: cfg.activation == "gelu" ? .gelu : .relu, sigmoidOutput: false)
@@ -27,9 +28,9 @@ struct MemoryAttentionLayer {
         posAtCrossQueries = cfg.posEncAtCrossAttnQueries
     }
 
-    func callAsFunction(_ x: Tensor, queryPos: Tensor, memory: Tensor, memoryPos: Tensor, excludedKeys: Int) -> Tensor {
+    func callAsFunction(_ x: Tensor, queryPos: Tensor, memory: Tensor, memoryPos: Tensor, excludedKeys: Int, memoryFrames: Int) -> Tensor {
         attendToMemory(selfAttention(x, queryPos: queryPos), queryPos: queryPos, memory: memory, memoryPos: memoryPos,
-                       excludedKeys: excludedKeys)
+                       excludedKeys: excludedKeys, memoryFrames: memoryFrames)
     }
 
     /// The self-attention sublayer: the frame alone, no memory.
@@ -39,14 +40,16 @@ struct MemoryAttentionLayer {
         return x + selfAttn(q: qk, k: qk, v: t2, rope: selfAttn.rope(queries: x.shape[0]))
     }
 
-    /// The cross-attention to the memory bank and the feed-forward sublayers.
-    func attendToMemory(_ x: Tensor, queryPos: Tensor, memory: Tensor, memoryPos: Tensor, excludedKeys: Int) -> Tensor {
+    /// The cross-attention to the memory bank and the feed-forward sublayers. `memoryFrames`: how
+    /// many spatial memories the keys hold (RoPEAttentionv2 rotates each one's 2D latents).
+    func attendToMemory(_ x: Tensor, queryPos: Tensor, memory: Tensor, memoryPos: Tensor, excludedKeys: Int,
+                        memoryFrames: Int) -> Tensor {
         var tgt = x
         let t2 = norm2(tgt)
         let crossRope = crossAttn.rope(queries: x.shape[0])
         tgt += crossAttn(q: posAtCrossQueries ? t2 + queryPos : t2,
                          k: posAtCrossKeys ? memory + memoryPos : memory,
-                         v: memory, excludedKeys: excludedKeys, rope: crossRope)
+                         v: memory, excludedKeys: excludedKeys, keyFrames: memoryFrames, rope: crossRope)
 
         feedForward.residual(&tgt, norm: norm3)
         return tgt
@@ -74,13 +77,16 @@ struct MemoryAttention {
     }
 
     /// The rest, from `start`'s output. `currentPos`: `[HW, D]`; `memory`, `memoryPos`: `[M, memDim]`
-    /// with the last `objectPointerTokens` rows being object pointers.
-    func callAsFunction(started: Tensor, currentPos: Tensor, memory: Tensor, memoryPos: Tensor, objectPointerTokens: Int) -> Tensor {
+    /// with the last `objectPointerTokens` rows being object pointers, after `memoryFrames` spatial
+    /// memories of equal length.
+    func callAsFunction(started: Tensor, currentPos: Tensor, memory: Tensor, memoryPos: Tensor, objectPointerTokens: Int,
+                        memoryFrames: Int = 0) -> Tensor {
         guard let first = layers.first else { return norm(started) }
         var out = first.attendToMemory(started, queryPos: currentPos, memory: memory, memoryPos: memoryPos,
-                                       excludedKeys: objectPointerTokens)
+                                       excludedKeys: objectPointerTokens, memoryFrames: memoryFrames)
         for layer in layers.dropFirst() {
-            out = layer(out, queryPos: currentPos, memory: memory, memoryPos: memoryPos, excludedKeys: objectPointerTokens)
+            out = layer(out, queryPos: currentPos, memory: memory, memoryPos: memoryPos, excludedKeys: objectPointerTokens,
+                        memoryFrames: memoryFrames)
         }
         return norm(out)
     }

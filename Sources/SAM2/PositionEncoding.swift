@@ -109,10 +109,16 @@ struct AxialRoPE {
     /// Rotate the first `count` rows of `x` (`[N, heads*dim]`) in place; row `r` takes position
     /// `r % positions`, which is how keys repeated over several memory frames are encoded.
     func apply(_ x: inout Tensor, rows count: Int, heads: Int) {
+        apply(&x, rows: 0..<count, heads: heads)
+    }
+
+    /// Rotate rows `range` of `x`, the first of them at position 0 (`apply_rotary_enc_v2` on one
+    /// memory frame's 2D latents).
+    func apply(_ x: inout Tensor, rows range: Range<Int>, heads: Int) {
         let width = x.shape[1], hd = width / heads
         x.data.withUnsafeMutableBufferPointer { p in
-            for r in 0..<count {
-                let pos = (r % positions) * pairs
+            for r in range {
+                let pos = ((r - range.lowerBound) % positions) * pairs
                 for h in 0..<heads {
                     let base = r * width + h * hd
                     for i in 0..<pairs {

@@ -21,6 +21,7 @@ public final class SAM2Model {
     let noMemEmbed: Tensor, noMemPosEnc: Tensor  // [1, 1, C]
     let noObjPtr: Tensor?            // [1, C]
     let noObjEmbedSpatial: Tensor?   // [1, memDim]
+    let spatialPerceiver: PerceiverResampler?  // EdgeTAM: each memory frame as 512 tokens
     /// The dense prompt embedding's part of the mask decoder's first image-side projections.
     let denseFirstBlockProjection: PromptEncoder.DenseProjection
 
@@ -65,6 +66,7 @@ public final class SAM2Model {
         imageEncoder = try ImageEncoder(w, "image_encoder", c.imageEncoder)
         memoryAttention = try MemoryAttention(w, "memory_attention", c.memoryAttention)
         memoryEncoder = try MemoryEncoder(w, "memory_encoder", c.memoryEncoder)
+        spatialPerceiver = try c.spatialPerceiver.map { try PerceiverResampler(w, "spatial_perceiver", $0) }
         maskmemTposEnc = try w.take("maskmem_tpos_enc", [c.numMaskmem, 1, 1, memDim])
         noMemEmbed = try w.take("no_mem_embed", [1, 1, hiddenDim])
         noMemPosEnc = try w.take("no_mem_pos_enc", [1, 1, hiddenDim])

@@ -106,6 +106,11 @@ extension SAM2Model {
         if let noObjEmbedSpatial, !(objectScoreLogit > 0) {
             feats = feats.addingPerChannel(noObjEmbedSpatial.data)
         }
+        if let spatialPerceiver {
+            // EdgeTAM keeps the perceiver's tokens `[512, memDim]` as the frame's memory.
+            feats = timed("spatial_perceiver") { spatialPerceiver(feats, pos: pos).tokens }
+            trace?("spatial_perceiver", ["latents": feats])
+        }
         return feats.map(roundToBFloat16)
     }
 
@@ -113,6 +118,14 @@ extension SAM2Model {
     var maskmemPosition: Tensor {
         PositionEncoding.sine(numPosFeats: memoryEncoder.numPosFeats, height: embeddingSize, width: embeddingSize,
                               temperature: memoryEncoder.temperature)
+    }
+
+    /// Each memory frame's position tokens: the memory encoder's map, or the perceiver's (zeros
+    /// for the global latents, the sine of the 2D latents' grid), which depend on no data.
+    var memoryPositionTokens: Tensor {
+        guard let spatialPerceiver else { return maskmemPosition.chwToTokens() }
+        let blank = Tensor(zeros: [memoryEncoder.outDim, embeddingSize, embeddingSize])
+        return spatialPerceiver.positions(for: blank)
     }
 
     /// `_prepare_memory_conditioned_features`: gather the memory bank (conditioning frames, up to
@@ -151,15 +164,16 @@ extension SAM2Model {
             }
             tPosAndPrevs.append((tPos, memory.nonCondFrameOutputs[prev] ?? unselected[prev]))
         }
-        let posEnc = maskmemPosition.chwToTokens()
+        let posEnc = memoryPositionTokens
         var mems = [Tensor](), poss = [Tensor]()
         for (tPos, prev) in tPosAndPrevs {
             guard let prev, let feats = prev.maskmemFeatures else { continue }
-            mems.append(feats.chwToTokens())
+            mems.append(feats.rank == 2 ? feats : feats.chwToTokens())  // perceiver tokens, or a map
             let tpos = Array(maskmemTposEnc.data[((numMaskmem - tPos - 1) * memDim)..<((numMaskmem - tPos) * memDim)])
             poss.append(posEnc.addingRow(tpos))
         }
 
+        let memoryFrames = mems.count
         var objectPointerTokens = 0
         if config.useObjPtrsInEncoder {
             let maxPtrs = min(numFrames, config.maxObjPtrsInEncoder)
@@ -201,7 +215,7 @@ extension SAM2Model {
         let memoryPos = Tensor.concatRows(poss)
         let out = timed("memory_attention") {
             memoryAttention(started: startMemoryAttention(f), currentPos: f.visionPosTokens, memory: memory, memoryPos: memoryPos,
-                            objectPointerTokens: objectPointerTokens)
+                            objectPointerTokens: objectPointerTokens, memoryFrames: memoryFrames)
         }
         trace?("memory_attention", ["out": out])
         return out

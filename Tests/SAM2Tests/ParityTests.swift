@@ -114,6 +114,13 @@ final class ParityTests: XCTestCase {
         try replayStrict(TestPaths.committedFixtureNamed("sam20_synth"), records: 72)
     }
 
+    /// EdgeTAM (RepViT trunk, spatial perceiver, RoPEAttentionv2), made by
+    /// Scripts/make_edgetam_fixture.py: the official EdgeTAM model, shrunk past its trunk, driven by
+    /// sam2 1.1.0's video predictor; two objects, a box, a correction, forward and reverse.
+    func testEdgeTAMStrict() throws {
+        try replayStrict(TestPaths.committedFixtureNamed("edgetam_synth"), records: 41)
+    }
+
     func replayStrict(_ dir: String, records: Int) throws {
         let r = try replay(dir)
         XCTAssertEqual(r.records, records)

@@ -1,0 +1,178 @@
+import SAM2Checkpoint
+import SAM2Tensor
+
+/// EdgeTAM's spatial perceiver (`PerceiverResampler`): each memory frame, `[memDim, 64, 64]` out of
+/// the memory encoder at 1024, becomes 512 tokens before memory attention — 256 global latents
+/// that attend to the whole map, and 256 2D latents that each attend to one window of a 16x16
+/// tiling (so they keep the map's layout; memory attention rotates them with RoPE on that grid).
+/// The same layers serve both kinds of latents.
+struct PerceiverResampler {
+    /// `PerceiverAttention` (latents → map) and the latents' `Attention` (self), pre-norm, no biases.
+    struct Attend {
+        let normQueries: LayerNorm, normKeys: LayerNorm?
+        let toQ: Linear, toKV: Linear, toOut: Linear
+        let heads: Int
+
+        init(_ w: WeightStore, _ prefix: String, dim: Int, dimHead: Int, heads: Int, cross: Bool) throws {
+            let inner = dimHead * heads
+            normQueries = try LayerNorm(w, "\(prefix).\(cross ? "norm_latents" : "norm")", dim)
+            normKeys = cross ? try LayerNorm(w, "\(prefix).norm_x", dim) : nil
+            toQ = try Linear(w, "\(prefix).to_q", dim, inner, bias: false)
+            toKV = try Linear(w, "\(prefix).to_kv", dim, 2 * inner, bias: false)
+            toOut = try Linear(w, "\(prefix).to_out", inner, dim, bias: false)
+            self.heads = heads
+        }
+
+        /// Keys and values `[N, inner]` of `x` (`to_kv(norm_x(x)).chunk(2)`), plus `pos` on both.
+        func keysValues(_ x: Tensor, pos: Tensor?) -> (k: Tensor, v: Tensor) {
+            let kv = toKV((normKeys ?? normQueries)(x))
+            let inner = kv.shape[1] / 2, n = kv.shape[0]
+            var k = Tensor(zeros: [n, inner]), v = Tensor(zeros: [n, inner])
+            for r in 0..<n {
+                for c in 0..<inner {
+                    k.data[r * inner + c] = kv.data[r * 2 * inner + c]
+                    v.data[r * inner + c] = kv.data[r * 2 * inner + inner + c]
+                }
+            }
+            if let pos { k += pos; v += pos }
+            return (k, v)
+        }
+
+        /// `latents + attention(latents, keys/values)`.
+        func residual(_ latents: Tensor, k: Tensor, v: Tensor) -> Tensor {
+            let q = toQ(normQueries(latents))
+            return latents + toOut(Attention.scaledDotProduct(q: q, k: k, v: v, heads: heads))
+        }
+    }
+
+    /// One `PerceiverEncoderLayer`: cross-attention and feed-forward, then (EdgeTAM) self-attention
+    /// among the latents and another feed-forward.
+    struct Layer {
+        let attn: Attend, ff: FeedForwardBlock
+        let selfAttn: Attend?, selfFF: FeedForwardBlock?
+
+        init(_ w: WeightStore, _ prefix: String, _ cfg: PerceiverResamplerConfig) throws {
+            attn = try Attend(w, "\(prefix).attn", dim: cfg.dim, dimHead: cfg.dimHead, heads: cfg.heads, cross: true)
+            ff = try FeedForwardBlock(w, "\(prefix).ff", dim: cfg.dim, mult: cfg.ffMult)
+            selfAttn = cfg.useSelfAttn ? try Attend(w, "\(prefix).self_attn", dim: cfg.dim, dimHead: cfg.dimHead, heads: cfg.heads, cross: false) : nil
+            selfFF = cfg.useSelfAttn ? try FeedForwardBlock(w, "\(prefix).self_ff", dim: cfg.dim, mult: cfg.ffMult) : nil
+        }
+
+        /// The latents' own half: feed-forward, self-attention, feed-forward. `separately`: each
+        /// latent is a sequence of its own (the 2D latents are a batch of one-token sequences), so
+        /// its self-attention is a softmax over one key, and returns its own value.
+        func afterCrossAttention(_ latents: Tensor, separately: Bool) -> Tensor {
+            var x = ff(latents)
+            if let selfAttn, let selfFF {
+                let (k, v) = selfAttn.keysValues(x, pos: nil)
+                x = selfFF(separately ? x + selfAttn.toOut(v) : selfAttn.residual(x, k: k, v: v))
+            }
+            return x
+        }
+    }
+
+    /// `FeedForward`: LayerNorm, Linear (no bias), GELU, Linear (no bias), as a residual.
+    struct FeedForwardBlock {
+        let norm: LayerNorm, up: Linear, down: Linear
+
+        init(_ w: WeightStore, _ prefix: String, dim: Int, mult: Int) throws {
+            norm = try LayerNorm(w, "\(prefix).0", dim)
+            up = try Linear(w, "\(prefix).1", dim, dim * mult, bias: false)
+            down = try Linear(w, "\(prefix).3", dim * mult, dim, bias: false)
+        }
+
+        func callAsFunction(_ x: Tensor) -> Tensor { x + down(up(norm(x)).gelu()) }
+    }
+
+    let latents: Tensor?, latents2d: Tensor?  // [numLatents, dim], [numLatents2d, dim]
+    let layers: [Layer]
+    let norm: LayerNorm
+    let dim: Int
+    let positionFeats: Int, temperature: Float
+
+    init(_ w: WeightStore, _ prefix: String, _ cfg: PerceiverResamplerConfig) throws {
+        latents = cfg.numLatents > 0 ? try w.take("\(prefix).latents", [cfg.numLatents, cfg.dim]) : nil
+        latents2d = cfg.numLatents2d > 0 ? try w.take("\(prefix).latents_2d", [cfg.numLatents2d, cfg.dim]) : nil
+        layers = try (0..<cfg.depth).map { try Layer(w, "\(prefix).layers.\($0)", cfg) }
+        norm = try LayerNorm(w, "\(prefix).norm", cfg.dim)
+        dim = cfg.dim
+        positionFeats = cfg.positionEncoding?.numPosFeats ?? cfg.dim
+        temperature = Float(cfg.positionEncoding?.temperature ?? 10000)
+    }
+
+    /// A memory map `[C, H, W]` and its position encoding → `(tokens, positions)`, each
+    /// `[numLatents + numLatents2d, C]`: global latents first (position 0), then the 2D latents
+    /// in row-major window order with the sine encoding of their grid.
+    func callAsFunction(_ x: Tensor, pos: Tensor) -> (tokens: Tensor, positions: Tensor) {
+        var tokens = [Tensor](), positions = [Tensor]()
+        if let latents {
+            tokens.append(global(latents, x.chwToTokens(), pos: pos.chwToTokens()))
+            positions.append(Tensor(zeros: latents.shape))
+        }
+        if let latents2d {
+            let (t, p) = windowed(latents2d, x)
+            tokens.append(t)
+            positions.append(p)
+        }
+        return (Tensor.concatRows(tokens), Tensor.concatRows(positions))
+    }
+
+    /// The position tokens `callAsFunction` returns, which depend only on the map's size.
+    func positions(for x: Tensor) -> Tensor {
+        var positions = [Tensor]()
+        if let latents { positions.append(Tensor(zeros: latents.shape)) }
+        if let latents2d {
+            let side = Int(Double(latents2d.shape[0]).squareRoot())
+            positions.append(PositionEncoding.sine(numPosFeats: positionFeats, height: side, width: side, temperature: temperature)
+                .chwToTokens())
+        }
+        return Tensor.concatRows(positions)
+    }
+
+    /// `forward_1d`: the latents attend to every pixel (with its position encoding on keys and values).
+    private func global(_ latents: Tensor, _ x: Tensor, pos: Tensor) -> Tensor {
+        var l = latents
+        for layer in layers {
+            let (k, v) = layer.attn.keysValues(x, pos: pos)
+            l = layer.afterCrossAttention(layer.attn.residual(l, k: k, v: v), separately: false)
+        }
+        return norm(l)
+    }
+
+    /// `forward_2d`: latent i attends to the pixels of window i alone (no position encoding).
+    private func windowed(_ latents: Tensor, _ x: Tensor) -> (Tensor, Tensor) {
+        let c = x.shape[0], h = x.shape[1], w = x.shape[2]
+        let side = Int(Double(latents.shape[0]).squareRoot()), window = h / side, perWindow = window * window
+        // Pixels regrouped window by window (`window_partition`), row-major within each window.
+        var grouped = Tensor(zeros: [side * side * perWindow, c])
+        for wy in 0..<side {
+            for wx in 0..<side {
+                for y in 0..<window {
+                    for xx in 0..<window {
+                        let row = ((wy * side + wx) * window + y) * window + xx
+                        let py = wy * window + y, px = wx * window + xx
+                        for ch in 0..<c { grouped.data[row * c + ch] = x.data[(ch * h + py) * w + px] }
+                    }
+                }
+            }
+        }
+        var l = latents
+        let n = latents.shape[0]
+        for layer in layers {
+            let (k, v) = layer.attn.keysValues(grouped, pos: nil)
+            let q = layer.attn.toQ(layer.attn.normQueries(l))
+            let inner = q.shape[1], heads = layer.attn.heads, hd = inner / heads
+            var attended = Tensor(zeros: [n, inner])
+            for i in 0..<n {
+                let qi = Tensor(shape: [1, inner], data: Array(q.data[(i * inner)..<((i + 1) * inner)]))
+                let rows = (i * perWindow)..<((i + 1) * perWindow)
+                let o = Attention.scaledDotProduct(q: qi, k: k.rows(rows), v: v.rows(rows), heads: heads, scale: 1 / Float(hd).squareRoot())
+                attended.data.replaceSubrange((i * inner)..<((i + 1) * inner), with: o.data)
+            }
+            l = layer.afterCrossAttention(l + layer.attn.toOut(attended), separately: true)
+        }
+        let positions = PositionEncoding.sine(numPosFeats: positionFeats, height: side, width: side, temperature: temperature)
+            .chwToTokens()
+        return (norm(l), positions)
+    }
+}
