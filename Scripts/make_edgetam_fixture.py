@@ -33,6 +33,9 @@ def main():
     ap.add_argument("--spec", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--reference", default=os.path.join(here, "../../shared/reference"))
+    ap.add_argument("--edgetam-predictor", action="store_true",
+                    help="drive the session with EdgeTAM's own (legacy) predictor instead, to check that the two "
+                         "agree on single-object sessions")
     a = ap.parse_args()
 
     # sam2 1.1.0's video predictor, found before EdgeTAM's package shadows the name `sam2`.
@@ -53,11 +56,15 @@ def main():
     create = timm.create_model
     timm_backbone.create_model = lambda *args, **kw: create(*args, **{**kw, "pretrained": False})
 
-    # sam2 1.1.0's predictor as EdgeTAM's `sam2.sam2_video_predictor`.
-    spec = importlib.util.spec_from_file_location("sam2.sam2_video_predictor", predictor_file)
-    vp = importlib.util.module_from_spec(spec)
-    sys.modules["sam2.sam2_video_predictor"] = vp
-    spec.loader.exec_module(vp)
+    if a.edgetam_predictor:
+        import sam2.sam2_video_predictor as vp
+        version = "EdgeTAM's own"
+    else:
+        # sam2 1.1.0's predictor as EdgeTAM's `sam2.sam2_video_predictor`.
+        spec = importlib.util.spec_from_file_location("sam2.sam2_video_predictor", predictor_file)
+        vp = importlib.util.module_from_spec(spec)
+        sys.modules["sam2.sam2_video_predictor"] = vp
+        spec.loader.exec_module(vp)
 
     # (4) memory position encodings of either rank, as EdgeTAM's predictor expands them.
     def get_maskmem_pos_enc(self, inference_state, current_out):
@@ -69,7 +76,8 @@ def main():
         batch = out[0].size(0)
         return [x.expand(batch, *([-1] * (x.ndim - 1))) for x in constants["maskmem_pos_enc"]]
 
-    vp.SAM2VideoPredictor._get_maskmem_pos_enc = get_maskmem_pos_enc
+    if not a.edgetam_predictor:
+        vp.SAM2VideoPredictor._get_maskmem_pos_enc = get_maskmem_pos_enc
 
     # (3) num_spatial_mem past make_fixture's float32 wrapper.
     import sam2.modeling.memory_attention as ma
