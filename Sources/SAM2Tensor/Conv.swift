@@ -77,11 +77,13 @@ public enum Conv {
         x.data.withUnsafeBufferPointer { src in
             weight.data.withUnsafeBufferPointer { wt in
                 out.withUnsafeMutableBufferPointer { dst in
-                    for ch in 0..<c {
+                    // Channels are independent: split them over the cores (same sums in any split).
+                    let s0 = src.baseAddress!, w0 = wt.baseAddress!, d0 = dst.baseAddress!
+                    parallelFor(c) { ch in
                         let b = bias?.data[ch] ?? 0
-                        let s = src.baseAddress! + ch * h * w
-                        let d = dst.baseAddress! + ch * ho * wo
-                        let kw = wt.baseAddress! + ch * k * k
+                        let s = s0 + ch * h * w
+                        let d = d0 + ch * ho * wo
+                        let kw = w0 + ch * k * k
                         for i in 0..<(ho * wo) { d[i] = b }
                         for ky in 0..<k {
                             for kx in 0..<k {
