@@ -67,35 +67,51 @@ public enum Conv {
         return GEMM.linear(x.chwToTokens(), weight: weight.reshaped([cout, cin]), bias: bias)
     }
 
-    /// Depthwise convolution (groups = C); `weight` is `[C, 1, k, k]`.
+    /// Depthwise convolution (groups = C); `weight` is `[C, 1, k, k]`. Channels are independent,
+    /// so they are split over the cores (the same sums in any split).
     public static func depthwiseConv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int) -> Tensor {
-        if stride != 1 { return stridedDepthwise(x, weight: weight, bias: bias, stride: stride, padding: padding) }
         let c = x.shape[0], h = x.shape[1], w = x.shape[2], k = weight.shape[2]
         precondition(weight.shape[0] == c && weight.shape[1] == 1)
-        let ho = h + 2 * padding - k + 1, wo = w + 2 * padding - k + 1
+        let ho = (h + 2 * padding - k) / stride + 1, wo = (w + 2 * padding - k) / stride + 1
         var out = [Float](repeating: 0, count: c * ho * wo)
         x.data.withUnsafeBufferPointer { src in
             weight.data.withUnsafeBufferPointer { wt in
                 out.withUnsafeMutableBufferPointer { dst in
-                    // Channels are independent: split them over the cores (same sums in any split).
                     let s0 = src.baseAddress!, w0 = wt.baseAddress!, d0 = dst.baseAddress!
                     parallelFor(c) { ch in
+                        let s = s0 + ch * h * w, kw = w0 + ch * k * k, d = d0 + ch * ho * wo
                         let b = bias?.data[ch] ?? 0
-                        let s = s0 + ch * h * w
-                        let d = d0 + ch * ho * wo
-                        let kw = w0 + ch * k * k
-                        for i in 0..<(ho * wo) { d[i] = b }
-                        for ky in 0..<k {
-                            for kx in 0..<k {
-                                let wv = kw[ky * k + kx]
-                                for oy in 0..<ho {
-                                    let iy = oy - padding + ky
-                                    if iy < 0 || iy >= h { continue }
-                                    let x0 = max(0, padding - kx), x1 = min(wo, w + padding - kx)
-                                    if x0 >= x1 { continue }
-                                    let srow = s + iy * w - padding + kx
-                                    let drow = d + oy * wo
-                                    for ox in x0..<x1 { drow[ox] += wv * srow[ox] }
+                        if stride == 1 {
+                            // Whole rows per tap: unit-stride loops the compiler vectorises.
+                            for i in 0..<(ho * wo) { d[i] = b }
+                            for ky in 0..<k {
+                                for kx in 0..<k {
+                                    let wv = kw[ky * k + kx]
+                                    for oy in 0..<ho {
+                                        let iy = oy - padding + ky
+                                        if iy < 0 || iy >= h { continue }
+                                        let x0 = max(0, padding - kx), x1 = min(wo, w + padding - kx)
+                                        if x0 >= x1 { continue }
+                                        let srow = s + iy * w - padding + kx
+                                        let drow = d + oy * wo
+                                        for ox in x0..<x1 { drow[ox] += wv * srow[ox] }
+                                    }
+                                }
+                            }
+                        } else {
+                            // Strided (RepViT's spatial downsampling): one output at a time.
+                            for oy in 0..<ho {
+                                for ox in 0..<wo {
+                                    var acc: Float = 0
+                                    for ky in 0..<k {
+                                        let iy = oy * stride - padding + ky
+                                        if iy < 0 || iy >= h { continue }
+                                        for kx in 0..<k {
+                                            let ix = ox * stride - padding + kx
+                                            if ix >= 0 && ix < w { acc += kw[ky * k + kx] * s[iy * w + ix] }
+                                        }
+                                    }
+                                    d[oy * wo + ox] = acc + b
                                 }
                             }
                         }
@@ -167,41 +183,5 @@ public struct ConvTranspose2x2 {
             }
         }
         return Tensor(shape: [outChannels, 2 * h, 2 * w], data: out)
-    }
-}
-
-extension Conv {
-    /// Depthwise convolution with stride > 1 (RepViT's spatial downsampling): channels over the cores.
-    static func stridedDepthwise(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Int) -> Tensor {
-        let c = x.shape[0], h = x.shape[1], w = x.shape[2], k = weight.shape[2]
-        precondition(weight.shape[0] == c && weight.shape[1] == 1)
-        let ho = (h + 2 * padding - k) / stride + 1, wo = (w + 2 * padding - k) / stride + 1
-        var out = [Float](repeating: 0, count: c * ho * wo)
-        x.data.withUnsafeBufferPointer { src in
-            weight.data.withUnsafeBufferPointer { wt in
-                out.withUnsafeMutableBufferPointer { dst in
-                    let s0 = src.baseAddress!, w0 = wt.baseAddress!, d0 = dst.baseAddress!
-                    parallelFor(c) { ch in
-                        let s = s0 + ch * h * w, kw = w0 + ch * k * k, d = d0 + ch * ho * wo
-                        let b = bias?.data[ch] ?? 0
-                        for oy in 0..<ho {
-                            for ox in 0..<wo {
-                                var acc: Float = 0
-                                for ky in 0..<k {
-                                    let iy = oy * stride - padding + ky
-                                    if iy < 0 || iy >= h { continue }
-                                    for kx in 0..<k {
-                                        let ix = ox * stride - padding + kx
-                                        if ix >= 0 && ix < w { acc += kw[ky * k + kx] * s[iy * w + ix] }
-                                    }
-                                }
-                                d[oy * wo + ox] = acc + b
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        return Tensor(shape: [c, ho, wo], data: out)
     }
 }
