@@ -59,8 +59,12 @@ final class TimmBackbone {
             project = try foldedConvNorm(w, "\(prefix).conv2", hidden, dim, kernel: 1)
         }
 
-        /// `x + mlp(x)`.
-        func residual(_ x: Tensor) -> Tensor { x + project(expand(x).gelu()) }
+        /// `x + mlp(x)`, fused slab by slab over the pixels.
+        func residual(_ x: Tensor) -> Tensor {
+            var y = x
+            FeedForward.channelsResidual(&y, w1: expand.weight, b1: expand.bias!, w2: project.weight, b2: project.bias!)
+            return y
+        }
     }
 
     /// `RepViTBlock`: token mixer (one folded 3x3 depthwise conv), optional squeeze-excite, then

@@ -119,3 +119,40 @@ extension FeedForward {
         return (Tensor(shape: x.shape, data: out), Tensor(shape: x.shape, data: withPE))
     }
 }
+
+extension FeedForward {
+    /// A 1x1-convolution MLP on a `[C, H, W]` map with its residual, fused:
+    /// `x += W2·gelu(W1·x + b1) + b2` (RepViT's channel mixer). Pixels go one fixed 512-column
+    /// slab at a time, so the 2x wider hidden activations stay in cache: one pass over the map
+    /// instead of four (and no map-sized buffers). Same sums whatever the core count.
+    public static func channelsResidual(_ x: inout Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) {
+        let c = x.shape[0], hidden = w1.shape[0], pixels = x.count / c
+        precondition(w1.count == hidden * c && w2.count == c * hidden && b1.count == hidden && b2.count == c,
+                     "channel MLP: \(x.shape), \(w1.shape), \(w2.shape)")
+        GEMM.countFlops(4 * Double(pixels) * Double(c) * Double(hidden))
+        let slab = 512, slabs = (pixels + slab - 1) / slab
+        Tensor.withPointers([w1, b1, w2, b2]) { p in
+            x.data.withUnsafeMutableBufferPointer { px in
+                let xp = px.baseAddress!
+                let body = { (t: Int) in
+                    let p0 = t * slab, n = min(slab, pixels - p0)
+                    let h = UnsafeMutablePointer<Float>.allocate(capacity: hidden * n)
+                    defer { h.deallocate() }
+                    for r in 0..<hidden { (h + r * n).update(repeating: p[1][r], count: n) }
+                    GEMM.sgemm(m: hidden, n: n, k: c, a: p[0], lda: c, b: xp + p0, ldb: pixels, beta: 1, c: h, ldc: n, serial: true)
+                    sam2_gelu(h, hidden * n)
+                    for r in 0..<c {
+                        let row = xp + r * pixels + p0, b = p[3][r]
+                        for i in 0..<n { row[i] += b }
+                    }
+                    GEMM.sgemm(m: c, n: n, k: hidden, a: p[2], lda: hidden, b: h, ldb: n, beta: 1, c: xp + p0, ldc: pixels, serial: true)
+                }
+                if Double(pixels) * Double(c) * Double(hidden) < 4_000_000 || slabs < 2 {
+                    for t in 0..<slabs { body(t) }
+                } else {
+                    parallelFor(slabs, body)
+                }
+            }
+        }
+    }
+}
