@@ -124,12 +124,12 @@ extension FeedForward {
     /// A 1x1-convolution MLP on a `[C, H, W]` map with its residual, fused:
     /// `x += W2·gelu(W1·x + b1) + b2` (RepViT's channel mixer). Pixels go one fixed 512-column
     /// slab at a time, so the 2x wider hidden activations stay in cache: one pass over the map
-    /// instead of four (and no map-sized buffers). Same sums whatever the core count.
+    /// instead of four (and no map-sized buffers). Same sums whatever the core count. (The slabs'
+    /// products count their own FLOPs.)
     public static func channelsResidual(_ x: inout Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) {
         let c = x.shape[0], hidden = w1.shape[0], pixels = x.count / c
         precondition(w1.count == hidden * c && w2.count == c * hidden && b1.count == hidden && b2.count == c,
                      "channel MLP: \(x.shape), \(w1.shape), \(w2.shape)")
-        GEMM.countFlops(4 * Double(pixels) * Double(c) * Double(hidden))
         let slab = 512, slabs = (pixels + slab - 1) / slab
         Tensor.withPointers([w1, b1, w2, b2]) { p in
             x.data.withUnsafeMutableBufferPointer { px in
