@@ -4,6 +4,10 @@
 `sam2` package (facebookresearch/EdgeTAM, fetched beside this checkout) in place of SAM 2's.
 
     python3 make_edgetam_fixture.py --edgetam DIR --spec SPEC.json --out OUT
+    python3 make_edgetam_fixture.py --edgetam DIR --image --spec SPEC.json --out OUT   # image predictor
+
+With --image it runs ../shared/reference/make_image_fixture.py instead (SAM2ImagePredictor and the
+automatic mask generator of EdgeTAM's package, unchanged from sam2's), with adaptations 1 and 2.
 
 The session is driven by sam2 1.1.0's `sam2_video_predictor.py` (per-object inference state,
 objects added at any time), loaded from the installed `sam2==1.1.0` package against EdgeTAM's
@@ -36,6 +40,7 @@ def main():
     ap.add_argument("--edgetam-predictor", action="store_true",
                     help="drive the session with EdgeTAM's own (legacy) predictor instead, to check that the two "
                          "agree on single-object sessions")
+    ap.add_argument("--image", action="store_true", help="an image-predictor fixture (make_image_fixture.py's spec)")
     a = ap.parse_args()
 
     # sam2 1.1.0's video predictor, found before EdgeTAM's package shadows the name `sam2`.
@@ -97,13 +102,23 @@ def main():
 
     # (2) batch-norm statistics from the fixture's frames, right after the random weights.
     import make_fixture as mf
+    import make_image_fixture as mif
     session = json.load(open(a.spec))
     session["_dir"] = os.path.dirname(os.path.abspath(a.spec))
     randomize = mf.randomize
 
+    def fixture_frames(size):
+        if not a.image:
+            return mf.load_frames(session, size)[0]
+        img = torch.from_numpy(mif.load_image(session)).permute(2, 0, 1).float()[None] / 255
+        img = torch.nn.functional.interpolate(img, size=(size, size), mode="bilinear", antialias=True)
+        mean = torch.tensor((0.485, 0.456, 0.406))[:, None, None]
+        std = torch.tensor((0.229, 0.224, 0.225))[:, None, None]
+        return (img - mean) / std
+
     def randomize_then_calibrate(model, seed, quantize=True):
         randomize(model, seed, quantize)
-        frames, _, _ = mf.load_frames(session, model.image_size)
+        frames = fixture_frames(model.image_size)
         trunk = model.image_encoder.trunk
         norms = [m for m in trunk.modules() if isinstance(m, torch.nn.BatchNorm2d)]
         for m in norms:
@@ -115,9 +130,11 @@ def main():
         for m in norms:
             m.eval()
 
-    mf.randomize = randomize_then_calibrate
+    mf.randomize = mif.randomize = randomize_then_calibrate
     sys.argv = ["make_fixture.py", "--spec", a.spec, "--out", a.out]
-    mf.main()
+    (mif if a.image else mf).main()
+    if a.image:
+        return
     # The config the fixture records is EdgeTAM's with the overrides; note where it came from.
     meta = json.load(open(os.path.join(a.out, "session.json")))
     meta["reference"] = {"edgetam": os.path.basename(os.path.abspath(a.edgetam)), "sam2_video_predictor": version,
