@@ -55,7 +55,7 @@ public struct BinaryMask: Equatable, Sendable {
 
     /// `{"size": [h, w], "counts": "..."}` as a JSON object string.
     public func cocoRLEJSON() -> String {
-        "{\"size\":[\(height),\(width)],\"counts\":\"\(CocoRLE.jsonEscaped(cocoRLEString()))\"}"
+        CocoRLE.json(counts: cocoRLEString(), height: height, width: width)
     }
 
     /// Decode a pycocotools compressed RLE string.
@@ -145,6 +145,11 @@ public enum CocoRLE {
     }
 
     /// The alphabet includes '\' (92), which JSON must escape.
+    /// `{"size": [h, w], "counts": "..."}` for a compressed counts string.
+    public static func json(counts: String, height: Int, width: Int) -> String {
+        "{\"size\":[\(height),\(width)],\"counts\":\"\(jsonEscaped(counts))\"}"
+    }
+
     public static func jsonEscaped(_ s: String) -> String {
         s.replacingOccurrences(of: "\\", with: "\\\\")
     }

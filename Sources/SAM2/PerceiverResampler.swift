@@ -88,7 +88,9 @@ struct PerceiverResampler {
     let layers: [Layer]
     let norm: LayerNorm
     let dim: Int
-    let positionFeats: Int, temperature: Float
+    /// `(tokens', positions)` as the official perceiver returns them: zeros for the global latents,
+    /// the sine encoding of the 2D latents' grid.
+    let positions: Tensor
 
     init(_ w: WeightStore, _ prefix: String, _ cfg: PerceiverResamplerConfig) throws {
         latents = cfg.numLatents > 0 ? try w.take("\(prefix).latents", [cfg.numLatents, cfg.dim]) : nil
@@ -96,37 +98,24 @@ struct PerceiverResampler {
         layers = try (0..<cfg.depth).map { try Layer(w, "\(prefix).layers.\($0)", cfg) }
         norm = try LayerNorm(w, "\(prefix).norm", cfg.dim)
         dim = cfg.dim
-        positionFeats = cfg.positionEncoding?.numPosFeats ?? cfg.dim
-        temperature = Float(cfg.positionEncoding?.temperature ?? 10000)
-    }
-
-    /// A memory map `[C, H, W]` and its position encoding → `(tokens, positions)`, each
-    /// `[numLatents + numLatents2d, C]`: global latents first (position 0), then the 2D latents
-    /// in row-major window order with the sine encoding of their grid.
-    func callAsFunction(_ x: Tensor, pos: Tensor) -> (tokens: Tensor, positions: Tensor) {
-        var tokens = [Tensor](), positions = [Tensor]()
-        if let latents {
-            tokens.append(global(latents, x.chwToTokens(), pos: pos.chwToTokens()))
-            positions.append(Tensor(zeros: latents.shape))
-        }
-        if let latents2d {
-            let (t, p) = windowed(latents2d, x)
-            tokens.append(t)
-            positions.append(p)
-        }
-        return (Tensor.concatRows(tokens), Tensor.concatRows(positions))
-    }
-
-    /// The position tokens `callAsFunction` returns, which depend only on the map's size.
-    func positions(for x: Tensor) -> Tensor {
         var positions = [Tensor]()
-        if let latents { positions.append(Tensor(zeros: latents.shape)) }
-        if let latents2d {
-            let side = Int(Double(latents2d.shape[0]).squareRoot())
-            positions.append(PositionEncoding.sine(numPosFeats: positionFeats, height: side, width: side, temperature: temperature)
-                .chwToTokens())
+        if cfg.numLatents > 0 { positions.append(Tensor(zeros: [cfg.numLatents, cfg.dim])) }
+        if cfg.numLatents2d > 0 {
+            let side = Int(Double(cfg.numLatents2d).squareRoot())
+            positions.append(PositionEncoding.sine(numPosFeats: cfg.positionEncoding?.numPosFeats ?? cfg.dim, height: side, width: side,
+                                                   temperature: Float(cfg.positionEncoding?.temperature ?? 10000)).chwToTokens())
         }
-        return Tensor.concatRows(positions)
+        self.positions = Tensor.concatRows(positions)
+    }
+
+    /// A memory map `[C, H, W]` and its position encoding → the latents' tokens
+    /// `[numLatents + numLatents2d, C]`: global latents first, then the 2D latents in row-major
+    /// window order. Their position tokens, which depend on no data, are `positions`.
+    func callAsFunction(_ x: Tensor, pos: Tensor) -> Tensor {
+        var tokens = [Tensor]()
+        if let latents { tokens.append(global(latents, x.chwToTokens(), pos: pos.chwToTokens())) }
+        if let latents2d { tokens.append(windowed(latents2d, x)) }
+        return Tensor.concatRows(tokens)
     }
 
     /// `forward_1d`: the latents attend to every pixel (with its position encoding on keys and values).
@@ -140,7 +129,7 @@ struct PerceiverResampler {
     }
 
     /// `forward_2d`: latent i attends to the pixels of window i alone (no position encoding).
-    private func windowed(_ latents: Tensor, _ x: Tensor) -> (Tensor, Tensor) {
+    private func windowed(_ latents: Tensor, _ x: Tensor) -> Tensor {
         let c = x.shape[0], h = x.shape[1], w = x.shape[2]
         let side = Int(Double(latents.shape[0]).squareRoot()), window = h / side, perWindow = window * window
         // Pixels regrouped window by window (`window_partition`), row-major within each window.
@@ -171,8 +160,6 @@ struct PerceiverResampler {
             }
             l = layer.afterCrossAttention(l + layer.attn.toOut(attended), separately: true)
         }
-        let positions = PositionEncoding.sine(numPosFeats: positionFeats, height: side, width: side, temperature: temperature)
-            .chwToTokens()
-        return (norm(l), positions)
+        return norm(l)
     }
 }

@@ -108,7 +108,7 @@ extension SAM2Model {
         }
         if let spatialPerceiver {
             // EdgeTAM keeps the perceiver's tokens `[512, memDim]` as the frame's memory.
-            feats = timed("spatial_perceiver") { spatialPerceiver(feats, pos: pos).tokens }
+            feats = timed("spatial_perceiver") { spatialPerceiver(feats, pos: pos) }
             trace?("spatial_perceiver", ["latents": feats])
         }
         return feats.map(roundToBFloat16)
@@ -122,11 +122,7 @@ extension SAM2Model {
 
     /// Each memory frame's position tokens: the memory encoder's map, or the perceiver's (zeros
     /// for the global latents, the sine of the 2D latents' grid), which depend on no data.
-    var memoryPositionTokens: Tensor {
-        guard let spatialPerceiver else { return maskmemPosition.chwToTokens() }
-        let blank = Tensor(zeros: [memoryEncoder.outDim, embeddingSize, embeddingSize])
-        return spatialPerceiver.positions(for: blank)
-    }
+    var memoryPositionTokens: Tensor { spatialPerceiver?.positions ?? maskmemPosition.chwToTokens() }
 
     /// `_prepare_memory_conditioned_features`: gather the memory bank (conditioning frames, up to
     /// `num_maskmem - 1` recent frames, object pointers) and run memory attention over it.

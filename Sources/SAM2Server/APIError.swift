@@ -31,7 +31,9 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch let e as APIError {
-            return jsonResponse(["error": e.message, "field": e.field as Any], status: e.status)
+            var body: [String: Any] = ["error": e.message]
+            if let field = e.field { body["field"] = field }
+            return jsonResponse(body, status: e.status)
         } catch let e as HTTPError {
             let message = e.body ?? (e.status == .notFound ? "no such endpoint: \(request.method) \(request.uri.path)" : e.status.reasonPhrase)
             return jsonResponse(["error": message], status: e.status)
@@ -55,8 +57,7 @@ struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
 }
 
 func jsonResponse(_ object: [String: Any], status: HTTPResponse.Status = .ok) -> Response {
-    let clean = object.filter { !($0.value is NSNull) && !("\($0.value)" == "nil") }
-    let data = (try? JSONSerialization.data(withJSONObject: clean, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
     return Response(status: status, headers: [.contentType: "application/json; charset=utf-8"],
                     body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
 }
@@ -81,10 +82,10 @@ struct JSONFields {
 
     func int(_ key: String, in range: ClosedRange<Int>? = nil) throws -> Int {
         guard let v = values[key], !(v is NSNull) else { throw APIError.badField(key, "missing") }
-        guard let n = v as? NSNumber, !isBool(n), let d = Optional(n.doubleValue), d.rounded() == d, abs(d) < 1e15 else {
+        guard let n = v as? NSNumber, !isBool(n), n.doubleValue.rounded() == n.doubleValue, abs(n.doubleValue) < 1e15 else {
             throw APIError.badField(key, "expected an integer")
         }
-        let i = Int(d)
+        let i = Int(n.doubleValue)
         if let range, !range.contains(i) { throw APIError.badField(key, "\(i) is out of range \(range.lowerBound)...\(range.upperBound)") }
         return i
     }

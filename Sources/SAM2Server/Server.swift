@@ -106,7 +106,7 @@ public struct SAM2Server {
         }
 
         router.get("/api/sessions/:id") { _, context in
-            jsonResponse(try manager.get(try context.parameters.require("id")).info)
+            jsonResponse(try manager.get(context).info)
         }
 
         // closeSession
@@ -116,7 +116,7 @@ public struct SAM2Server {
         }
 
         router.get("/api/sessions/:id/frames/:frame") { _, context in
-            let served = try manager.get(try context.parameters.require("id"))
+            let served = try manager.get(context)
             let frame = try frameParameter(context, served)
             let jpeg = try await withCheckedThrowingContinuation { (c: CheckedContinuation<[UInt8], Error>) in
                 DispatchQueue.global().async { c.resume(with: Result { try served.display.jpeg(frame) }) }
@@ -126,7 +126,7 @@ public struct SAM2Server {
         }
 
         router.get("/api/sessions/:id/masks/:frame") { _, context in
-            let served = try manager.get(try context.parameters.require("id"))
+            let served = try manager.get(context)
             let frame = try frameParameter(context, served)
             let masks = try await manager.run(served) { try served.session.store.masks(frame: frame) }
             return jsonResponse(masks.map(frameJSON) ?? ["frame_index": frame, "results": [Any]()])
@@ -134,7 +134,7 @@ public struct SAM2Server {
 
         // addPoints (and boxes): pixels, or 0-1 coordinates with "normalized": true as the demo sends them.
         router.post("/api/sessions/:id/add_points") { request, context in
-            let served = try manager.get(try context.parameters.require("id"))
+            let served = try manager.get(context)
             let f = try JSONFields(try await request.body.collect(upTo: 1 << 20),
                                    allowed: ["frame_index", "object_id", "points", "labels", "box", "clear_old_points", "normalized"])
             let s = served.session
@@ -169,7 +169,7 @@ public struct SAM2Server {
 
         // A mask prompt as COCO RLE ({"size": [h, w], "counts": "..."}, compressed or a list of runs).
         router.post("/api/sessions/:id/add_mask") { request, context in
-            let served = try manager.get(try context.parameters.require("id"))
+            let served = try manager.get(context)
             let f = try JSONFields(try await request.body.collect(upTo: 16 << 20), allowed: ["frame_index", "object_id", "mask"])
             let s = served.session
             let frame = try f.int("frame_index", in: 0...(s.frameCount - 1))
@@ -198,7 +198,7 @@ public struct SAM2Server {
 
         // clearPointsInFrame
         router.post("/api/sessions/:id/clear_points_in_frame") { request, context in
-            let served = try manager.get(try context.parameters.require("id"))
+            let served = try manager.get(context)
             let f = try JSONFields(try await request.body.collect(upTo: 1 << 16), allowed: ["frame_index", "object_id"])
             let frame = try f.int("frame_index", in: 0...(served.session.frameCount - 1))
             let obj = try f.int("object_id")
@@ -208,14 +208,14 @@ public struct SAM2Server {
 
         // clearPointsInVideo: every object, prompt and mask goes (undoable).
         router.post("/api/sessions/:id/clear_points_in_video") { request, context in
-            let served = try manager.get(try context.parameters.require("id"))
+            let served = try manager.get(context)
             _ = try JSONFields(try await request.body.collect(upTo: 1 << 16), allowed: [])
             try await manager.run(served) { try served.session.reset() }
             return jsonResponse(served.info)
         }
 
         router.post("/api/sessions/:id/remove_object") { request, context in
-            let served = try manager.get(try context.parameters.require("id"))
+            let served = try manager.get(context)
             let f = try JSONFields(try await request.body.collect(upTo: 1 << 16), allowed: ["object_id"])
             let obj = try f.int("object_id")
             try await manager.run(served) { try predictorCall { try served.session.removeObject(obj) } }
@@ -223,7 +223,7 @@ public struct SAM2Server {
         }
 
         router.post("/api/sessions/:id/undo") { request, context in
-            let served = try manager.get(try context.parameters.require("id"))
+            let served = try manager.get(context)
             _ = try JSONFields(try await request.body.collect(upTo: 1 << 16), allowed: [])
             let undone = try await manager.run(served) { try served.session.undo() }
             var body = served.info
@@ -234,7 +234,7 @@ public struct SAM2Server {
         // propagateInVideo: one multipart part per frame as soon as it is tracked, then a last
         // part {"done": true, "cancelled": ...}. A client that goes away cancels it.
         router.post("/api/sessions/:id/propagate_in_video") { request, context in
-            let served = try manager.get(try context.parameters.require("id"))
+            let served = try manager.get(context)
             let f = try JSONFields(try await request.body.collect(upTo: 1 << 16),
                                    allowed: ["start_frame_index", "direction", "max_frame_num_to_track"])
             let s = served.session
@@ -271,14 +271,14 @@ public struct SAM2Server {
 
         // cancelPropagateInVideo: the running propagation stops after its current frame.
         router.post("/api/sessions/:id/cancel_propagate_in_video") { request, context in
-            let served = try manager.get(try context.parameters.require("id"))
+            let served = try manager.get(context)
             _ = try JSONFields(try await request.body.collect(upTo: 1 << 16), allowed: [])
             return jsonResponse(["cancelled": served.session.cancel()])
         }
 
         // A zip of the masks in the formats asked for (default: all but the overlay video).
         router.get("/api/sessions/:id/export") { request, context in
-            let served = try manager.get(try context.parameters.require("id"))
+            let served = try manager.get(context)
             let query = request.uri.queryParameters
             let names = (query["formats"].map(String.init) ?? "png,palette,rle,sav,yolo").split(separator: ",").map(String.init)
             var formats = [MaskFormat]()

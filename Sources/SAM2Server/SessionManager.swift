@@ -1,5 +1,6 @@
 import Foundation
 import HTTPTypes
+import Hummingbird
 import SAM2
 import SAM2Session
 import SAM2Video
@@ -142,6 +143,11 @@ final class SessionManager: @unchecked Sendable {
             opening += 1
             return true
         }
+    }
+
+    /// The session a route's `:id` names.
+    func get(_ context: BasicRequestContext) throws -> ServedSession {
+        try get(try context.parameters.require("id"))
     }
 
     func get(_ id: String) throws -> ServedSession {

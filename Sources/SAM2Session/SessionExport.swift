@@ -32,7 +32,7 @@ extension TrackingSession {
             for frame in store.frames {
                 guard let m = try store.masks(frame: frame) else { continue }
                 try sink.write(frameIndex: frame, entries: m.objects.map {
-                    ($0.objectId, "{\"size\":[\(m.height),\(m.width)],\"counts\":\"\(CocoRLE.jsonEscaped($0.counts))\"}")
+                    ($0.objectId, CocoRLE.json(counts: $0.counts, height: m.height, width: m.width))
                 })
                 written += 1
             }
@@ -46,10 +46,10 @@ extension TrackingSession {
                 for (id, mask) in try m.masks() {
                     lines += Polygons.yoloLines(mask, classIndex: ids.firstIndex(of: id)!, tolerance: yoloTolerance)
                 }
-                try writeText(lines.map { $0 + "\n" }.joined(), to: "\(directory)/\(frameName(frame, ext: "txt"))")
+                try writeFileAtomically(Array(lines.map { $0 + "\n" }.joined().utf8), to: "\(directory)/\(frameName(frame, ext: "txt"))")
                 written += 1
             }
-            try writeText(ids.map { "object_\($0)\n" }.joined(), to: "\(directory)/classes.txt")
+            try writeFileAtomically(Array(ids.map { "object_\($0)\n" }.joined().utf8), to: "\(directory)/classes.txt")
         case .png, .palette, .sav:
             let writer = try LiveMaskWriter(format: format, directory: directory, width: width, height: height)
             for frame in store.frames where !shouldStop() {
@@ -107,13 +107,5 @@ public final class LiveMaskWriter {
 private func removeFile(_ path: String) throws {
     guard unlink(path) == 0 || errno == ENOENT else {
         throw MaskExportError.badFile(path: path, reason: "cannot remove (\(String(cString: strerror(errno))))")
-    }
-}
-
-private func writeText(_ text: String, to path: String) throws {
-    let temp = (path as NSString).deletingLastPathComponent + "/." + (path as NSString).lastPathComponent + ".tmp"
-    guard FileManager.default.createFile(atPath: temp, contents: Data(text.utf8)), rename(temp, path) == 0 else {
-        unlink(temp)
-        throw MaskExportError.badFile(path: path, reason: "cannot write")
     }
 }

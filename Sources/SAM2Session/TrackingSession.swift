@@ -92,8 +92,7 @@ public final class TrackingSession {
     public func clearPrompts(frame: Int, objectId: Int) throws -> FrameMasks {
         try edit {
             let r = try predictor.clearPrompts(frame: frame, objectId: objectId)
-            prompts[frame]?[objectId] = nil
-            if prompts[frame]?.isEmpty == true { prompts[frame] = nil }
+            forgetPrompt(frame: frame, objectId: objectId)
             return try keep(r)
         }
     }
@@ -102,12 +101,14 @@ public final class TrackingSession {
     public func removeObject(_ objectId: Int) throws {
         try edit {
             try predictor.removeObject(objectId)
-            for frame in prompts.keys {
-                prompts[frame]?[objectId] = nil
-                if prompts[frame]?.isEmpty == true { prompts[frame] = nil }
-            }
+            for frame in prompts.keys { forgetPrompt(frame: frame, objectId: objectId) }
             try store.remove(objectId: objectId)
         }
+    }
+
+    private func forgetPrompt(frame: Int, objectId: Int) {
+        prompts[frame]?[objectId] = nil
+        if prompts[frame]?.isEmpty == true { prompts[frame] = nil }
     }
 
     /// Drops every object, prompt and mask (the official `reset_state`); frame features stay cached.

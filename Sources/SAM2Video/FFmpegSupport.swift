@@ -170,7 +170,7 @@ final class Scaler {
 /// Write bytes to `path` atomically: a temporary file in the same directory,
 /// then rename(2), so readers never see a half-written file. (No fsync: this
 /// protects against concurrent readers and crashes of this process, not power loss.)
-func writeFileAtomically(_ bytes: [UInt8], to path: String) throws {
+public func writeFileAtomically(_ bytes: [UInt8], to path: String) throws {
     let url = URL(fileURLWithPath: path)
     let tmp = temporarySibling(of: path)
     do {

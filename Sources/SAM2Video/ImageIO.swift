@@ -334,7 +334,6 @@ public enum ImageIO {
         ctx.pointee.time_base = AVRational(num: 1, den: 25)  // required by avcodec_open2, unused
         ctx.pointee.thread_count = 1
         configure(ctx)
-        configure(ctx)
         var status = avcodec_open2(ctx, codec, nil)
         guard status >= 0 else { throw ImageIOError.encodeFailed(path: path, reason: FF.message(status)) }
 
