@@ -776,3 +776,88 @@ int sam2_pool_run(long count, int threads, sam2_task_fn fn, void *context) {
     return -1;  // no pool here (it sleeps on a Linux futex): the caller uses its own threads
 }
 #endif
+
+// ---------------------------------------------------------------------------------------------
+// Depthwise convolution, one channel plane at a time, one output row at a time: every tap of a
+// row is summed while the row is in registers or L1 (RepViT's 3x3 token mixers, the memory
+// encoder's 7x7). Interior columns run branch-free and vectorised across the row; the few edge
+// columns check bounds. Rows above or below the map read a zero row.
+
+#define DEPTHWISE_BODY                                                                               \
+    float *zero = calloc(w + 2 * pad + k, sizeof(float));                                           \
+    double total = 0;                                                                                \
+    /* Interior output columns: every tap inside the row. */                                         \
+    size_t x0 = (pad + stride - 1) / stride;                                                         \
+    size_t x1 = (w + pad >= k) ? (w + pad - k) / stride + 1 : 0;                                     \
+    if (x1 > wo) x1 = wo;                                                                            \
+    if (x0 > x1) x0 = x1;                                                                            \
+    const float *rows[16];                                                                           \
+    for (size_t oy = 0; oy < ho; oy++) {                                                             \
+        float *restrict d = dst + oy * wo;                                                           \
+        for (size_t ky = 0; ky < k; ky++) {                                                          \
+            long iy = (long)(oy * stride + ky) - (long)pad;                                          \
+            rows[ky] = (iy < 0 || iy >= (long)h) ? zero + pad : src + (size_t)iy * w;                \
+        }                                                                                            \
+        for (size_t ox = 0; ox < wo; ox++) {                                                         \
+            if (ox == x0 && x1 > x0) { ox = x1 - 1; continue; }                                      \
+            float acc = bias;                                                                        \
+            for (size_t ky = 0; ky < k; ky++)                                                        \
+                for (size_t kx = 0; kx < k; kx++) {                                                  \
+                    long ix = (long)(ox * stride + kx) - (long)pad;                                  \
+                    if (ix >= 0 && ix < (long)w) acc += wt[ky * k + kx] * rows[ky][ix];              \
+                }                                                                                    \
+            d[ox] = acc;                                                                             \
+        }                                                                                            \
+        if (k == 3 && stride == 1) {                                                                 \
+            const float *r0 = rows[0] - pad, *r1 = rows[1] - pad, *r2 = rows[2] - pad;               \
+            float w0 = wt[0], w1 = wt[1], w2 = wt[2], w3 = wt[3], w4 = wt[4];                        \
+            float w5 = wt[5], w6 = wt[6], w7 = wt[7], w8 = wt[8];                                    \
+            for (size_t ox = x0; ox < x1; ox++) {                                                    \
+                float acc = bias;                                                                    \
+                acc += w0 * r0[ox]; acc += w1 * r0[ox + 1]; acc += w2 * r0[ox + 2];                  \
+                acc += w3 * r1[ox]; acc += w4 * r1[ox + 1]; acc += w5 * r1[ox + 2];                  \
+                acc += w6 * r2[ox]; acc += w7 * r2[ox + 1]; acc += w8 * r2[ox + 2];                  \
+                d[ox] = acc;                                                                         \
+            }                                                                                        \
+        } else if (stride == 1) {                                                                    \
+            for (size_t ox = x0; ox < x1; ox++) d[ox] = bias;                                        \
+            for (size_t ky = 0; ky < k; ky++)                                                        \
+                for (size_t kx = 0; kx < k; kx++) {                                                  \
+                    const float *r = rows[ky] + kx - pad;                                            \
+                    float wv = wt[ky * k + kx];                                                      \
+                    for (size_t ox = x0; ox < x1; ox++) d[ox] += wv * r[ox];                         \
+                }                                                                                    \
+        } else {                                                                                     \
+            for (size_t ox = x0; ox < x1; ox++) {                                                    \
+                float acc = bias;                                                                    \
+                for (size_t ky = 0; ky < k; ky++) {                                                  \
+                    const float *r = rows[ky] + ox * stride - pad;                                   \
+                    for (size_t kx = 0; kx < k; kx++) acc += wt[ky * k + kx] * r[kx];                \
+                }                                                                                    \
+                d[ox] = acc;                                                                         \
+            }                                                                                        \
+        }                                                                                            \
+        if (sum) {                                                                                   \
+            double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                              \
+            size_t i = 0;                                                                            \
+            for (; i + 8 <= wo; i += 8)                                                              \
+                for (size_t j = 0; j < 8; j++) lanes[j] += d[i + j];                                 \
+            for (; i < wo; i++) lanes[0] += d[i];                                                    \
+            for (size_t j = 0; j < 8; j++) total += lanes[j];                                        \
+        }                                                                                            \
+    }                                                                                                \
+    if (sum) *sum = total;                                                                           \
+    free(zero);
+
+static void depthwise_generic(const float *src, size_t h, size_t w, const float *wt, size_t k, size_t stride,
+                              size_t pad, float bias, float *dst, size_t ho, size_t wo, double *sum) { DEPTHWISE_BODY }
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+AVX2 static void depthwise_avx2(const float *src, size_t h, size_t w, const float *wt, size_t k, size_t stride,
+                                size_t pad, float bias, float *dst, size_t ho, size_t wo, double *sum) { DEPTHWISE_BODY }
+#endif
+
+void sam2_depthwise_plane(const float *src, size_t h, size_t w, const float *wt, size_t k, size_t stride,
+                          size_t pad, float bias, float *dst, size_t ho, size_t wo, double *sum) {
+    DISPATCH(depthwise_avx2(src, h, w, wt, k, stride, pad, bias, dst, ho, wo, sum),
+             depthwise_generic(src, h, w, wt, k, stride, pad, bias, dst, ho, wo, sum));
+}

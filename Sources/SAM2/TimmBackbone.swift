@@ -32,21 +32,9 @@ final class TimmBackbone {
             fc2 = try Conv2d(w, "\(prefix).fc2", reduced, channels, kernel: 1)
         }
 
-        func callAsFunction(_ x: Tensor) -> Tensor {
-            let c = x.shape[0], n = x.shape[1] * x.shape[2]
-            var mean = Tensor(zeros: [c, 1, 1])
-            for ch in 0..<c {
-                var s: Double = 0  // up to 65,536 pixels: a float sum would drift
-                for i in 0..<n { s += Double(x.data[ch * n + i]) }
-                mean.data[ch] = Float(s / Double(n))
-            }
-            let gate = fc2(fc1(mean).relu()).sigmoid()
-            var y = x
-            for ch in 0..<c {
-                let g = gate.data[ch]
-                for i in 0..<n { y.data[ch * n + i] *= g }
-            }
-            return y
+        /// The gate of each channel from its mean.
+        func gate(_ means: [Float]) -> [Float] {
+            fc2(fc1(Tensor(shape: [means.count, 1, 1], data: means)).relu()).sigmoid().data
         }
     }
 
@@ -59,10 +47,11 @@ final class TimmBackbone {
             project = try foldedConvNorm(w, "\(prefix).conv2", hidden, dim, kernel: 1)
         }
 
-        /// `x + mlp(x)`, fused slab by slab over the pixels.
-        func residual(_ x: Tensor) -> Tensor {
+        /// `x + mlp(x)` with `x` first scaled by `gate` per channel (squeeze-excite), fused slab by
+        /// slab over the pixels.
+        func residual(_ x: Tensor, gate: [Float]? = nil) -> Tensor {
             var y = x
-            FeedForward.channelsResidual(&y, w1: expand.weight, b1: expand.bias!, w2: project.weight, b2: project.bias!)
+            FeedForward.channelsResidual(&y, scale: gate, w1: expand.weight, b1: expand.bias!, w2: project.weight, b2: project.bias!)
             return y
         }
     }
@@ -81,9 +70,10 @@ final class TimmBackbone {
         }
 
         func callAsFunction(_ x: Tensor) -> Tensor {
-            var y = tokenMixer(x)
-            if let se { y = se(y) }
-            return channelMixer.residual(y)
+            guard let se else { return channelMixer.residual(tokenMixer(x)) }
+            let (y, means) = Conv.depthwiseConv2dAndMeans(x, weight: tokenMixer.weight, bias: tokenMixer.bias,
+                                                          padding: tokenMixer.padding)
+            return channelMixer.residual(y, gate: se.gate(means))
         }
     }
 
@@ -136,7 +126,7 @@ final class TimmBackbone {
 
     /// `[3, S, S]` → the four stage outputs `[C_i, S/2^(i+2), S/2^(i+2)]`.
     func callAsFunction(_ image: Tensor) -> [Tensor] {
-        var x = stem2(stem1(image).gelu())
+        var x = stem2(stem1.thenGELU(image))
         var outputs = [Tensor]()
         for stage in stages {
             if let down = stage.downsample { x = down(x) }

@@ -104,6 +104,12 @@ struct Conv2d {
                   : Conv.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
     }
 
+    /// A dense convolution followed by GELU, fused slab by slab.
+    func thenGELU(_ x: Tensor) -> Tensor {
+        precondition(!depthwise)
+        return Conv.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, thenGELU: true)
+    }
+
     /// A 1x1 convolution's output as `[HW, Cout]` token rows.
     func tokens(_ x: Tensor) -> Tensor {
         precondition(weight.shape[2] == 1 && weight.shape[3] == 1 && stride == 1 && padding == 0 && !depthwise)

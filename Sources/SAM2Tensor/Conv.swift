@@ -2,57 +2,69 @@ import CKernels
 
 /// Convolutions on `[C, H, W]` maps (batch 1), as `nn.Conv2d` / `nn.ConvTranspose2d` compute them.
 public enum Conv {
-    /// Dense 2-D convolution (groups = 1): im2col, then one sgemm.
-    /// `weight` is `[Cout, Cin, kh, kw]`.
+    /// Dense 2-D convolution (groups = 1), then GELU with `thenGELU`. `weight` is `[Cout, Cin, kh, kw]`.
+    /// A 1x1 stride-1 convolution is one sgemm on the map itself; any other is split into slabs of
+    /// output rows, each an im2col that stays in cache and one sgemm, spread over the cores (the
+    /// slabs depend only on the shapes, so the sums are the same on any core count).
     public static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?,
-                              stride: Int = 1, padding: Int = 0) -> Tensor {
+                              stride: Int = 1, padding: Int = 0, thenGELU: Bool = false) -> Tensor {
         let cin = x.shape[0], h = x.shape[1], w = x.shape[2]
         let cout = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3]
         precondition(weight.shape[1] == cin, "conv2d: input \(x.shape) vs weight \(weight.shape)")
         let ho = (h + 2 * padding - kh) / stride + 1
         let wo = (w + 2 * padding - kw) / stride + 1
         let kdim = cin * kh * kw, n = ho * wo
-
-        // A 1x1, stride-1 convolution needs no im2col: the map already is the column matrix.
-        let cols: [Float]
-        if kh == 1 && kw == 1 && stride == 1 && padding == 0 {
-            cols = x.data
-        } else {
-            var c = [Float](repeating: 0, count: kdim * n)
-            x.data.withUnsafeBufferPointer { src in
-                c.withUnsafeMutableBufferPointer { dst in
-                    for ci in 0..<cin {
-                        for ky in 0..<kh {
-                            for kx in 0..<kw {
-                                let row = (ci * kh + ky) * kw + kx
-                                let d = dst.baseAddress! + row * n
-                                for oy in 0..<ho {
-                                    let iy = oy * stride - padding + ky
-                                    if iy < 0 || iy >= h { continue }
-                                    let srow = src.baseAddress! + (ci * h + iy) * w
-                                    let drow = d + oy * wo
-                                    for ox in 0..<wo {
-                                        let ix = ox * stride - padding + kx
-                                        if ix >= 0 && ix < w { drow[ox] = srow[ix] }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            cols = c
-        }
         var out = [Float](repeating: 0, count: cout * n)
         if let bias {
             for co in 0..<cout { let b = bias.data[co]; for i in 0..<n { out[co * n + i] = b } }
         }
-        weight.data.withUnsafeBufferPointer { pw in
-            cols.withUnsafeBufferPointer { pc in
+        let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0
+        // Output rows per slab: an im2col of about 64 K floats (L2-resident), at least one row.
+        let slabRows = pointwise ? ho : max(1, min(ho, 65_536 / max(1, kdim * wo)))
+        let slabs = (ho + slabRows - 1) / slabRows
+        x.data.withUnsafeBufferPointer { src in
+            weight.data.withUnsafeBufferPointer { pw in
                 out.withUnsafeMutableBufferPointer { po in
-                    GEMM.sgemm(m: cout, n: n, k: kdim, a: pw.baseAddress!, lda: kdim,
-                               b: pc.baseAddress!, ldb: n, beta: bias == nil ? 0 : 1,
-                               c: po.baseAddress!, ldc: n)
+                    let s0 = src.baseAddress!, w0 = pw.baseAddress!, o0 = po.baseAddress!
+                    let beta: Float = bias == nil ? 0 : 1
+                    if pointwise {
+                        GEMM.sgemm(m: cout, n: n, k: kdim, a: w0, lda: kdim, b: s0, ldb: n, beta: beta, c: o0, ldc: n)
+                        if thenGELU { sam2_gelu(o0, cout * n) }
+                        return
+                    }
+                    parallelFor(slabs) { t in
+                        let y0 = t * slabRows, rows = min(slabRows, ho - y0), cols = rows * wo
+                        let c = UnsafeMutablePointer<Float>.allocate(capacity: kdim * cols)
+                        defer { c.deallocate() }
+                        for ci in 0..<cin {
+                            for ky in 0..<kh {
+                                for kx in 0..<kw {
+                                    let d = c + ((ci * kh + ky) * kw + kx) * cols
+                                    // Output columns whose input column lies inside the map.
+                                    let x0 = min(wo, max(0, (padding - kx + stride - 1) / stride))
+                                    let last = w - 1 + padding - kx
+                                    let x1 = last < 0 ? x0 : max(x0, min(wo, last / stride + 1))
+                                    for r in 0..<rows {
+                                        let iy = (y0 + r) * stride - padding + ky
+                                        let drow = d + r * wo
+                                        if iy < 0 || iy >= h { drow.update(repeating: 0, count: wo); continue }
+                                        let srow = s0 + (ci * h + iy) * w - padding + kx
+                                        if x0 > 0 { drow.update(repeating: 0, count: x0) }
+                                        if stride == 1 {
+                                            (drow + x0).update(from: srow + x0, count: x1 - x0)
+                                        } else {
+                                            for ox in x0..<x1 { drow[ox] = srow[ox * stride] }
+                                        }
+                                        if x1 < wo { (drow + x1).update(repeating: 0, count: wo - x1) }
+                                    }
+                                }
+                            }
+                        }
+                        let o = o0 + y0 * wo
+                        GEMM.sgemm(m: cout, n: cols, k: kdim, a: w0, lda: kdim, b: c, ldb: cols, beta: beta,
+                                   c: o, ldc: n, serial: true)
+                        if thenGELU { for co in 0..<cout { sam2_gelu(o + co * n, cols) } }
+                    }
                 }
             }
         }
@@ -70,56 +82,40 @@ public enum Conv {
     /// Depthwise convolution (groups = C); `weight` is `[C, 1, k, k]`. Channels are independent,
     /// so they are split over the cores (the same sums in any split).
     public static func depthwiseConv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int) -> Tensor {
+        depthwise(x, weight: weight, bias: bias, stride: stride, padding: padding, means: false).output
+    }
+
+    /// A depthwise convolution and the mean of each output channel (squeeze-excite's pooling),
+    /// taken while each row is in cache.
+    public static func depthwiseConv2dAndMeans(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1,
+                                               padding: Int) -> (output: Tensor, means: [Float]) {
+        let r = depthwise(x, weight: weight, bias: bias, stride: stride, padding: padding, means: true)
+        return (r.output, r.means)
+    }
+
+    private static func depthwise(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Int,
+                                  means: Bool) -> (output: Tensor, means: [Float]) {
         let c = x.shape[0], h = x.shape[1], w = x.shape[2], k = weight.shape[2]
-        precondition(weight.shape[0] == c && weight.shape[1] == 1)
+        precondition(weight.shape[0] == c && weight.shape[1] == 1 && k <= 16 && stride >= 1)
         let ho = (h + 2 * padding - k) / stride + 1, wo = (w + 2 * padding - k) / stride + 1
         var out = [Float](repeating: 0, count: c * ho * wo)
+        var sums = [Double](repeating: 0, count: means ? c : 0)
         x.data.withUnsafeBufferPointer { src in
             weight.data.withUnsafeBufferPointer { wt in
                 out.withUnsafeMutableBufferPointer { dst in
-                    let s0 = src.baseAddress!, w0 = wt.baseAddress!, d0 = dst.baseAddress!
-                    parallelFor(c) { ch in
-                        let s = s0 + ch * h * w, kw = w0 + ch * k * k, d = d0 + ch * ho * wo
-                        let b = bias?.data[ch] ?? 0
-                        if stride == 1 {
-                            // Whole rows per tap: unit-stride loops the compiler vectorises.
-                            for i in 0..<(ho * wo) { d[i] = b }
-                            for ky in 0..<k {
-                                for kx in 0..<k {
-                                    let wv = kw[ky * k + kx]
-                                    for oy in 0..<ho {
-                                        let iy = oy - padding + ky
-                                        if iy < 0 || iy >= h { continue }
-                                        let x0 = max(0, padding - kx), x1 = min(wo, w + padding - kx)
-                                        if x0 >= x1 { continue }
-                                        let srow = s + iy * w - padding + kx
-                                        let drow = d + oy * wo
-                                        for ox in x0..<x1 { drow[ox] += wv * srow[ox] }
-                                    }
-                                }
-                            }
-                        } else {
-                            // Strided (RepViT's spatial downsampling): one output at a time.
-                            for oy in 0..<ho {
-                                for ox in 0..<wo {
-                                    var acc: Float = 0
-                                    for ky in 0..<k {
-                                        let iy = oy * stride - padding + ky
-                                        if iy < 0 || iy >= h { continue }
-                                        for kx in 0..<k {
-                                            let ix = ox * stride - padding + kx
-                                            if ix >= 0 && ix < w { acc += kw[ky * k + kx] * s[iy * w + ix] }
-                                        }
-                                    }
-                                    d[oy * wo + ox] = acc + b
-                                }
-                            }
+                    sums.withUnsafeMutableBufferPointer { ps in
+                        let s0 = src.baseAddress!, w0 = wt.baseAddress!, d0 = dst.baseAddress!
+                        let sum0 = means ? ps.baseAddress : nil  // an empty array may still have an address
+                        parallelFor(c) { ch in
+                            sam2_depthwise_plane(s0 + ch * h * w, h, w, w0 + ch * k * k, k, stride, padding,
+                                                 bias?.data[ch] ?? 0, d0 + ch * ho * wo, ho, wo, sum0.map { $0 + ch })
                         }
                     }
                 }
             }
         }
-        return Tensor(shape: [c, ho, wo], data: out)
+        let n = Double(ho * wo)
+        return (Tensor(shape: [c, ho, wo], data: out), sums.map { Float($0 / n) })
     }
 }
 

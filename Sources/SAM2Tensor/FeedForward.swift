@@ -122,11 +122,12 @@ extension FeedForward {
 
 extension FeedForward {
     /// A 1x1-convolution MLP on a `[C, H, W]` map with its residual, fused:
-    /// `x += W2·gelu(W1·x + b1) + b2` (RepViT's channel mixer). Pixels go one fixed 512-column
+    /// `x += W2·gelu(W1·x + b1) + b2` (RepViT's channel mixer), `x` first scaled per channel by
+    /// `scale` when given (the block's squeeze-excite gate). Pixels go one fixed 512-column
     /// slab at a time, so the 2x wider hidden activations stay in cache: one pass over the map
     /// instead of four (and no map-sized buffers). Same sums whatever the core count. (The slabs'
     /// products count their own FLOPs.)
-    public static func channelsResidual(_ x: inout Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) {
+    public static func channelsResidual(_ x: inout Tensor, scale: [Float]? = nil, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) {
         let c = x.shape[0], hidden = w1.shape[0], pixels = x.count / c
         precondition(w1.count == hidden * c && w2.count == c * hidden && b1.count == hidden && b2.count == c,
                      "channel MLP: \(x.shape), \(w1.shape), \(w2.shape)")
@@ -136,6 +137,12 @@ extension FeedForward {
                 let xp = px.baseAddress!
                 let body = { (t: Int) in
                     let p0 = t * slab, n = min(slab, pixels - p0)
+                    if let scale {
+                        for r in 0..<c {
+                            let row = xp + r * pixels + p0, g = scale[r]
+                            for i in 0..<n { row[i] *= g }
+                        }
+                    }
                     let h = UnsafeMutablePointer<Float>.allocate(capacity: hidden * n)
                     defer { h.deallocate() }
                     for r in 0..<hidden { (h + r * n).update(repeating: p[1][r], count: n) }

@@ -37,6 +37,51 @@ final class KernelTests: XCTestCase {
         return Tensor(shape: [cout, 2 * h, 2 * wd], data: out)
     }
 
+    /// `nn.Conv2d` straight from its definition (`groups` = 1 or = channels), on `[Cin, H, W]`.
+    private func naiveConv(_ x: Tensor, _ w: Tensor, _ b: Tensor, stride: Int, padding: Int, depthwise: Bool) -> Tensor {
+        let cin = x.shape[0], h = x.shape[1], wd = x.shape[2], cout = w.shape[0], k = w.shape[2]
+        let ho = (h + 2 * padding - k) / stride + 1, wo = (wd + 2 * padding - k) / stride + 1
+        var out = [Float](repeating: 0, count: cout * ho * wo)
+        for co in 0..<cout { for oy in 0..<ho { for ox in 0..<wo {
+            var acc = Double(b.data[co])
+            for ci in (depthwise ? co...co : 0...(cin - 1)) { for ky in 0..<k { for kx in 0..<k {
+                let iy = oy * stride - padding + ky, ix = ox * stride - padding + kx
+                guard iy >= 0, iy < h, ix >= 0, ix < wd else { continue }
+                acc += Double(x.data[(ci * h + iy) * wd + ix]) * Double(w.data[((co * (depthwise ? 1 : cin) + (depthwise ? 0 : ci)) * k + ky) * k + kx])
+            } } }
+            out[(co * ho + oy) * wo + ox] = Float(acc)
+        } } }
+        return Tensor(shape: [cout, ho, wo], data: out)
+    }
+
+    /// Dense convolutions in slabs of rows (im2col per slab), GELU fused, and depthwise ones row by
+    /// row with their channel means, on the shapes the models use and on maps smaller than the kernel.
+    func testConvolutionsMatchDefinition() {
+        for (cin, cout, k, stride, padding, h, w) in [(3, 5, 3, 2, 1, 37, 41), (3, 4, 7, 4, 3, 30, 33), (6, 8, 3, 1, 1, 9, 12),
+                                                      (4, 3, 2, 2, 0, 8, 6), (2, 3, 3, 2, 1, 1, 2), (5, 7, 1, 1, 0, 5, 6)] {
+            let x = random([cin, h, w]), wt = random([cout, cin, k, k]), b = random([cout])
+            let what = "conv \(cin)->\(cout) k\(k) s\(stride) p\(padding) on \(h)x\(w)"
+            let expected = naiveConv(x, wt, b, stride: stride, padding: padding, depthwise: false)
+            let out = Conv.conv2d(x, weight: wt, bias: b, stride: stride, padding: padding)
+            XCTAssertEqual(out.shape, expected.shape, what)
+            assertClose(out.data, expected.data, tolerance: 1e-5, what)
+            let gelu = Conv.conv2d(x, weight: wt, bias: b, stride: stride, padding: padding, thenGELU: true)
+            assertClose(gelu.data, expected.gelu().data, tolerance: 1e-5, what + " + GELU")
+        }
+        for (c, k, stride, h, w) in [(5, 3, 1, 17, 23), (4, 3, 2, 16, 19), (3, 7, 1, 12, 10), (2, 3, 1, 1, 2), (3, 7, 1, 3, 2), (2, 3, 2, 1, 1)] {
+            let padding = k / 2
+            let x = random([c, h, w]), wt = random([c, 1, k, k]), b = random([c])
+            let what = "depthwise \(c) k\(k) s\(stride) on \(h)x\(w)"
+            let expected = naiveConv(x, wt, b, stride: stride, padding: padding, depthwise: true)
+            let (out, means) = Conv.depthwiseConv2dAndMeans(x, weight: wt, bias: b, stride: stride, padding: padding)
+            XCTAssertEqual(out.shape, expected.shape, what)
+            assertClose(out.data, expected.data, tolerance: 1e-5, what)
+            let plane = out.shape[1] * out.shape[2]
+            let expectedMeans = (0..<c).map { ch in Float(expected.data[(ch * plane)..<((ch + 1) * plane)].reduce(0.0) { $0 + Double($1) } / Double(plane)) }
+            assertClose(means, expectedMeans, tolerance: 1e-5, what + " means")
+        }
+    }
+
     func testConvTransposeMatchesDefinition() {
         let x = random([24, 9, 7]), w = random([24, 5, 2, 2]), b = random([5])
         let conv = ConvTranspose2x2(weight: w, bias: b)

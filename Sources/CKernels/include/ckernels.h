@@ -86,3 +86,12 @@ typedef void (*sam2_task_fn)(void *context, long index);
 /// call: run it inline), and -1 where there is no pool (not Linux).
 int sam2_pool_run(long count, int threads, sam2_task_fn fn, void *context);
 #endif
+#ifndef SAM2_CKERNELS_DEPTHWISE
+#define SAM2_CKERNELS_DEPTHWISE
+/// One channel of a depthwise convolution: the `h x w` plane `src`, `k x k` taps `wt`, stride
+/// `stride`, zero padding `pad`, plus `bias`, into the `ho x wo` plane `dst`. Each output is
+/// `bias + Σ taps` in row-major tap order. When `sum` is not NULL it receives the sum of the
+/// outputs (accumulated in double).
+void sam2_depthwise_plane(const float *src, size_t h, size_t w, const float *wt, size_t k, size_t stride,
+                          size_t pad, float bias, float *dst, size_t ho, size_t wo, double *sum);
+#endif
