@@ -41,12 +41,50 @@ struct FPNNeck {
         nearest = cfg.fpnInterpModel == "nearest"
     }
 
+    /// For levels that take no top-down input and give none (their next level up takes none
+    /// either), the lateral 1x1 conv composed with the 1x1 conv `then[level]` applied right after
+    /// it: `W·(L·x + l) + b = (W·L)·x + (W·l + b)`, one narrow convolution instead of a wide one
+    /// and a projection (SAM 2's high-resolution levels, projected by the mask decoder's `conv_s0`
+    /// / `conv_s1`). Nil when some level does not qualify.
+    func lateralsComposed(with then: [Int: Conv2d]) -> [Int: Conv2d]? {
+        let n = convs.count - 1
+        var composed = [Int: Conv2d]()
+        for (level, next) in then {
+            let lateral = convs[n - level]
+            guard !topDownLevels.contains(level), !topDownLevels.contains(level - 1), !next.depthwise,
+                  lateral.weight.shape[2...] == [1, 1], next.weight.shape[2...] == [1, 1],
+                  lateral.stride == 1, lateral.padding == 0, next.stride == 1, next.padding == 0,
+                  next.weight.shape[1] == lateral.weight.shape[0] else { return nil }
+            let cin = lateral.weight.shape[1], mid = lateral.weight.shape[0], cout = next.weight.shape[0]
+            var weight = [Float](repeating: 0, count: cout * cin), bias = [Float](repeating: 0, count: cout)
+            for o in 0..<cout {
+                var b = Double(next.bias?.data[o] ?? 0)
+                for m in 0..<mid { b += Double(next.weight.data[o * mid + m]) * Double(lateral.bias?.data[m] ?? 0) }
+                bias[o] = Float(b)
+                for i in 0..<cin {
+                    var acc: Double = 0
+                    for m in 0..<mid { acc += Double(next.weight.data[o * mid + m]) * Double(lateral.weight.data[m * cin + i]) }
+                    weight[o * cin + i] = Float(acc)
+                }
+            }
+            composed[level] = Conv2d(weight: Tensor(shape: [cout, cin, 1, 1], data: weight), bias: Tensor(shape: [cout], data: bias),
+                                     stride: 1, padding: 0, depthwise: false)
+        }
+        return composed
+    }
+
     /// Trunk outputs (highest resolution first) → FPN features and their position encodings.
-    func callAsFunction(_ xs: [Tensor]) -> (features: [Tensor], positions: [Tensor]) {
+    /// Levels in `replacing` are computed by that convolution instead (see `lateralsComposed`).
+    func callAsFunction(_ xs: [Tensor], replacing: [Int: Conv2d] = [:]) -> (features: [Tensor], positions: [Tensor]) {
         let n = convs.count - 1
         var out = [Tensor?](repeating: nil, count: convs.count)
         var previous: Tensor? = nil
         for i in stride(from: n, through: 0, by: -1) {
+            if let conv = replacing[i] {
+                out[i] = conv(xs[i])
+                previous = nil
+                continue
+            }
             let lateral = convs[n - i](xs[i])
             if topDownLevels.contains(i), let prev = previous {
                 let up = nearest ? Interpolate.nearest2x(prev)
@@ -97,9 +135,9 @@ struct ImageEncoder {
     }
 
     /// `[3, S, S]` normalised image → FPN levels and position encodings (highest resolution first).
-    func callAsFunction(_ image: Tensor) -> (trunk: [Tensor], features: [Tensor], positions: [Tensor]) {
+    func callAsFunction(_ image: Tensor, replacing: [Int: Conv2d] = [:]) -> (trunk: [Tensor], features: [Tensor], positions: [Tensor]) {
         let stages = trunk(image)
-        var (features, positions) = neck(stages)
+        var (features, positions) = neck(stages, replacing: replacing)
         if scalp > 0 {
             features.removeLast(scalp)
             positions.removeLast(scalp)

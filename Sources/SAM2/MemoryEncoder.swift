@@ -2,31 +2,38 @@ import SAM2Checkpoint
 import SAM2Tensor
 
 /// A ConvNeXt block (`CXBlock`): depthwise conv, LayerNorm2d, pointwise MLP, layer scale, residual.
+/// The MLP runs as 1x1 convolutions on the map, fused with the norm and residual slab by slab;
+/// the layer scale `gamma` is folded into the second pointwise layer at load time.
 struct CXBlock {
     let dwconv: Conv2d
-    let norm: LayerNorm
-    let pwconv1: Linear, pwconv2: Linear
-    let gamma: Tensor?
+    let norm: FeedForward.ChannelNorm
+    let pwconv1: Linear
+    /// `pwconv2` with `gamma` folded in: `gamma ⊙ (W2·h + b2)`.
+    let scaledW2: Tensor, scaledB2: Tensor
 
     init(_ w: WeightStore, _ prefix: String, _ cfg: CXBlockConfig) throws {
         dwconv = try Conv2d(w, "\(prefix).dwconv", cfg.dim, cfg.dim, kernel: cfg.kernelSize, padding: cfg.padding,
                             depthwise: cfg.useDwconv)
-        norm = try LayerNorm(w, "\(prefix).norm", cfg.dim, eps: 1e-6)
+        let ln = try LayerNorm(w, "\(prefix).norm", cfg.dim, eps: 1e-6)
+        norm = FeedForward.ChannelNorm(weight: ln.weight, bias: ln.bias, eps: ln.eps)
         pwconv1 = try Linear(w, "\(prefix).pwconv1", cfg.dim, 4 * cfg.dim)
-        pwconv2 = try Linear(w, "\(prefix).pwconv2", 4 * cfg.dim, cfg.dim)
-        gamma = cfg.layerScaleInitValue > 0 ? try w.take("\(prefix).gamma", [cfg.dim]) : nil
-    }
-
-    func callAsFunction(_ x: Tensor) -> Tensor {
-        let c = x.shape[0], h = x.shape[1], w = x.shape[2]
-        let t = norm.channels(dwconv(x)).chwToTokens()
-        var y = pwconv2(pwconv1(t).gelu())
+        let pwconv2 = try Linear(w, "\(prefix).pwconv2", 4 * cfg.dim, cfg.dim)
+        let gamma = cfg.layerScaleInitValue > 0 ? try w.take("\(prefix).gamma", [cfg.dim]).data : nil
+        var w2 = pwconv2.weight, b2 = pwconv2.bias ?? Tensor(zeros: [cfg.dim])
         if let gamma {
-            y.data.withUnsafeMutableBufferPointer { p in
-                for i in 0..<p.count { p[i] *= gamma.data[i % c] }
+            let hidden = 4 * cfg.dim
+            for o in 0..<cfg.dim {
+                b2.data[o] *= gamma[o]
+                for i in 0..<hidden { w2.data[o * hidden + i] *= gamma[o] }
             }
         }
-        return x + y.tokensToCHW(height: h, width: w)
+        scaledW2 = w2; scaledB2 = b2
+    }
+
+    func callAsFunction(_ x: consuming Tensor) -> Tensor {
+        let mixed = dwconv(x)
+        FeedForward.channelsResidual(&x, input: mixed, norm: norm, w1: pwconv1.weight, b1: pwconv1.bias!, w2: scaledW2, b2: scaledB2)
+        return x
     }
 }
 

@@ -24,6 +24,8 @@ public final class SAM2Model {
     let spatialPerceiver: PerceiverResampler?  // EdgeTAM: each memory frame as 512 tokens
     /// The dense prompt embedding's part of the mask decoder's first image-side projections.
     let denseFirstBlockProjection: PromptEncoder.DenseProjection
+    /// FPN levels 0 and 1's lateral convs composed with `conv_s0` / `conv_s1` (when they qualify).
+    let highResLaterals: [Int: Conv2d]?
 
     /// Sees every module call's outputs, named like the official modules and their outputs
     /// (`image_encoder`: `backbone_fpn.0`, …; `mask_decoder`: `out0`…`out3`): layer-by-layer parity tests hook here.
@@ -78,6 +80,11 @@ public final class SAM2Model {
         maskDecoder = try MaskDecoder(w, "sam_mask_decoder", dim: hiddenDim, config: c)
         let firstBlock = maskDecoder.transformer.firstBlockProjectionWeights
         denseFirstBlockProjection = promptEncoder.folding(weight: firstBlock.weight, bias: firstBlock.bias)
+        if c.useHighResFeaturesInSam, let s0 = maskDecoder.convS0, let s1 = maskDecoder.convS1 {
+            highResLaterals = imageEncoder.neck.lateralsComposed(with: [0: s0, 1: s1])
+        } else {
+            highResLaterals = nil
+        }
         if c.useObjPtrsInEncoder {
             objPtrProj = c.useMlpForObjPtrProj
                 ? try MLP(w, "obj_ptr_proj", input: hiddenDim, hidden: hiddenDim, output: hiddenDim, numLayers: 3)
@@ -102,9 +109,15 @@ public final class SAM2Model {
         encodeImageWithIntermediates(image).features
     }
 
-    /// The same, also returning the trunk outputs and the un-projected FPN levels (for parity tests).
+    /// The same, also returning the trunk outputs and, when tracing (parity tests), the FPN levels
+    /// before projection.
     public func encodeImageWithIntermediates(_ image: Tensor) -> (features: BackboneFeatures, trunk: [Tensor], fpn: [Tensor]) {
         precondition(image.shape == [3, imageSize, imageSize], "image must be [3, \(imageSize), \(imageSize)], got \(image.shape)")
+        if trace == nil, let highResLaterals {
+            // The high-resolution levels straight from the trunk through the composed convs.
+            let (trunk, levels, pos) = timed("image_encoder") { imageEncoder(image, replacing: highResLaterals) }
+            return (BackboneFeatures(levels: Array(levels.suffix(3)), positions: Array(pos.suffix(3))), trunk, [])
+        }
         let (trunk, fpn, pos) = timed("image_encoder") { imageEncoder(image) }
         if let trace {
             trace("trunk", Dictionary(uniqueKeysWithValues: trunk.enumerated().map { ("out\($0)", $1) }))

@@ -1,3 +1,4 @@
+import Foundation
 import SAM2Tensor
 
 /// EdgeTAM's image-encoder trunk, `TimmBackbone`: timm's RepViT (`repvit_m1`, "RepViT: Revisiting
@@ -49,10 +50,10 @@ final class TimmBackbone {
 
         /// `x + mlp(x)` with `x` first scaled by `gate` per channel (squeeze-excite), fused slab by
         /// slab over the pixels.
-        func residual(_ x: Tensor, gate: [Float]? = nil) -> Tensor {
-            var y = x
-            FeedForward.channelsResidual(&y, scale: gate, w1: expand.weight, b1: expand.bias!, w2: project.weight, b2: project.bias!)
-            return y
+        /// (`x` is consumed: the map is updated in place, not copied.)
+        func residual(_ x: consuming Tensor, gate: [Float]? = nil) -> Tensor {
+            FeedForward.channelsResidual(&x, scale: gate, w1: expand.weight, b1: expand.bias!, w2: project.weight, b2: project.bias!)
+            return x
         }
     }
 
@@ -126,11 +127,14 @@ final class TimmBackbone {
 
     /// `[3, S, S]` → the four stage outputs `[C_i, S/2^(i+2), S/2^(i+2)]`.
     func callAsFunction(_ image: Tensor) -> [Tensor] {
-        var x = stem2(stem1.thenGELU(image))
+        var t0 = DispatchTime.now().uptimeNanoseconds
+        func lap(_ s: String) { let t = DispatchTime.now().uptimeNanoseconds; if ProcessInfo.processInfo.environment["PROF"] != nil { print("PROF", s, Double(t - t0) / 1e6) }; t0 = t }
+        var x = stem1.thenGELU(image); lap("stem1")
+        x = stem2(x); lap("stem2")
         var outputs = [Tensor]()
-        for stage in stages {
-            if let down = stage.downsample { x = down(x) }
-            for block in stage.blocks { x = block(x) }
+        for (i, stage) in stages.enumerated() {
+            if let down = stage.downsample { x = down.preBlock(x); lap("down\(i).pre"); x = down.spatial(x); lap("down\(i).spatial"); x = down.channel(x); lap("down\(i).channel"); x = down.ffn.residual(x); lap("down\(i).ffn") }
+            for block in stage.blocks { x = block(x); lap("s\(i).block") }
             outputs.append(x)
         }
         return outputs

@@ -14,9 +14,12 @@ public enum Conv {
         let ho = (h + 2 * padding - kh) / stride + 1
         let wo = (w + 2 * padding - kw) / stride + 1
         let kdim = cin * kh * kw, n = ho * wo
-        var out = [Float](repeating: 0, count: cout * n)
+        // Every output is written: the bias first, or the product alone (beta 0).
+        var out = [Float](unsafeUninitializedCapacity: cout * n) { _, count in count = cout * n }
         if let bias {
-            for co in 0..<cout { let b = bias.data[co]; for i in 0..<n { out[co * n + i] = b } }
+            out.withUnsafeMutableBufferPointer { o in
+                for co in 0..<cout { (o.baseAddress! + co * n).update(repeating: bias.data[co], count: n) }
+            }
         }
         let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0
         // Output rows per slab: an im2col of about 64 K floats (L2-resident), at least one row.
@@ -98,7 +101,8 @@ public enum Conv {
         let c = x.shape[0], h = x.shape[1], w = x.shape[2], k = weight.shape[2]
         precondition(weight.shape[0] == c && weight.shape[1] == 1 && k <= 16 && stride >= 1)
         let ho = (h + 2 * padding - k) / stride + 1, wo = (w + 2 * padding - k) / stride + 1
-        var out = [Float](repeating: 0, count: c * ho * wo)
+        // Every output is written by the kernel.
+        var out = [Float](unsafeUninitializedCapacity: c * ho * wo) { _, n in n = c * ho * wo }
         var sums = [Double](repeating: 0, count: means ? c : 0)
         x.data.withUnsafeBufferPointer { src in
             weight.data.withUnsafeBufferPointer { wt in

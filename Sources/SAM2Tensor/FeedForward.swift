@@ -121,43 +121,60 @@ extension FeedForward {
 }
 
 extension FeedForward {
+    /// LayerNorm2d's parameters, for a map normalised over its channels on the way in.
+    public struct ChannelNorm {
+        public let weight: Tensor, bias: Tensor, eps: Float
+        public init(weight: Tensor, bias: Tensor, eps: Float) { self.weight = weight; self.bias = bias; self.eps = eps }
+    }
+
     /// A 1x1-convolution MLP on a `[C, H, W]` map with its residual, fused:
-    /// `x += W2·gelu(W1·x + b1) + b2` (RepViT's channel mixer), `x` first scaled per channel by
-    /// `scale` when given (the block's squeeze-excite gate). Pixels go one fixed 512-column
-    /// slab at a time, so the 2x wider hidden activations stay in cache: one pass over the map
-    /// instead of four (and no map-sized buffers). Same sums whatever the core count. (The slabs'
-    /// products count their own FLOPs.)
-    public static func channelsResidual(_ x: inout Tensor, scale: [Float]? = nil, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) {
+    /// `x += W2·gelu(W1·u + b1) + b2`, where `u` is `input` (default: `x` itself), first scaled
+    /// per channel by `scale` (RepViT's squeeze-excite gate) or layer-normalised over its
+    /// channels by `norm` (ConvNeXt's `CXBlock`); `input` is consumed (changed in place).
+    /// Pixels go one fixed slab of columns at a time, so the wider hidden activations stay in
+    /// cache: one pass over the map instead of four (and no map-sized buffers). Same sums
+    /// whatever the core count. (The slabs' products count their own FLOPs.)
+    public static func channelsResidual(_ x: inout Tensor, input: consuming Tensor? = nil, norm: ChannelNorm? = nil,
+                                        scale: [Float]? = nil, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) {
+        var source = input
         let c = x.shape[0], hidden = w1.shape[0], pixels = x.count / c
-        precondition(w1.count == hidden * c && w2.count == c * hidden && b1.count == hidden && b2.count == c,
-                     "channel MLP: \(x.shape), \(w1.shape), \(w2.shape)")
-        let slab = 512, slabs = (pixels + slab - 1) / slab
-        Tensor.withPointers([w1, b1, w2, b2]) { p in
+        precondition(w1.count == hidden * c && w2.count == c * hidden && b1.count == hidden && b2.count == c
+                     && (source?.shape ?? x.shape) == x.shape, "channel MLP: \(x.shape), \(w1.shape), \(w2.shape)")
+        // 512 columns (best measured for RepViT's 96-768 hidden channels); fewer for wider ones.
+        let slab = hidden <= 768 ? 512 : 256, slabs = (pixels + slab - 1) / slab
+        let body = { (xp: UnsafeMutablePointer<Float>, up: UnsafeMutablePointer<Float>, p: [UnsafePointer<Float>], t: Int) in
+            let p0 = t * slab, n = min(slab, pixels - p0)
+            if let scale {
+                for r in 0..<c {
+                    let row = up + r * pixels + p0, g = scale[r]
+                    for i in 0..<n { row[i] *= g }
+                }
+            }
+            if norm != nil {
+                layerNormChannelsInPlace(up + p0, channels: c, pixels: n, channelStride: pixels, weight: p[4], bias: p[5], eps: norm!.eps)
+            }
+            let h = UnsafeMutablePointer<Float>.allocate(capacity: hidden * n)
+            defer { h.deallocate() }
+            for r in 0..<hidden { (h + r * n).update(repeating: p[1][r], count: n) }
+            GEMM.sgemm(m: hidden, n: n, k: c, a: p[0], lda: c, b: up + p0, ldb: pixels, beta: 1, c: h, ldc: n, serial: true)
+            sam2_gelu(h, hidden * n)
+            for r in 0..<c {
+                let row = xp + r * pixels + p0, b = p[3][r]
+                for i in 0..<n { row[i] += b }
+            }
+            GEMM.sgemm(m: c, n: n, k: hidden, a: p[2], lda: hidden, b: h, ldb: n, beta: 1, c: xp + p0, ldc: pixels, serial: true)
+        }
+        let serial = Double(pixels) * Double(c) * Double(hidden) < 4_000_000 || slabs < 2
+        Tensor.withPointers([w1, b1, w2, b2] + (norm.map { [$0.weight, $0.bias] } ?? [])) { p in
             x.data.withUnsafeMutableBufferPointer { px in
                 let xp = px.baseAddress!
-                let body = { (t: Int) in
-                    let p0 = t * slab, n = min(slab, pixels - p0)
-                    if let scale {
-                        for r in 0..<c {
-                            let row = xp + r * pixels + p0, g = scale[r]
-                            for i in 0..<n { row[i] *= g }
-                        }
-                    }
-                    let h = UnsafeMutablePointer<Float>.allocate(capacity: hidden * n)
-                    defer { h.deallocate() }
-                    for r in 0..<hidden { (h + r * n).update(repeating: p[1][r], count: n) }
-                    GEMM.sgemm(m: hidden, n: n, k: c, a: p[0], lda: c, b: xp + p0, ldb: pixels, beta: 1, c: h, ldc: n, serial: true)
-                    sam2_gelu(h, hidden * n)
-                    for r in 0..<c {
-                        let row = xp + r * pixels + p0, b = p[3][r]
-                        for i in 0..<n { row[i] += b }
-                    }
-                    GEMM.sgemm(m: c, n: n, k: hidden, a: p[2], lda: hidden, b: h, ldb: n, beta: 1, c: xp + p0, ldc: pixels, serial: true)
+                func run(_ up: UnsafeMutablePointer<Float>) {
+                    if serial { for t in 0..<slabs { body(xp, up, p, t) } } else { parallelFor(slabs) { body(xp, up, p, $0) } }
                 }
-                if Double(pixels) * Double(c) * Double(hidden) < 4_000_000 || slabs < 2 {
-                    for t in 0..<slabs { body(t) }
+                if source != nil {
+                    source!.data.withUnsafeMutableBufferPointer { run($0.baseAddress!) }
                 } else {
-                    parallelFor(slabs, body)
+                    run(xp)
                 }
             }
         }

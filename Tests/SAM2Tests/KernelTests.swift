@@ -82,6 +82,28 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The fused channel MLP (RepViT's channel mixer with its squeeze-excite gate; ConvNeXt's
+    /// block with its LayerNorm2d on a separate input) against the plain composition.
+    func testChannelMLPMatchesComposition() {
+        let (c, hidden, h, w) = (6, 20, 23, 50)  // 1,150 pixels: three slabs, the last one short
+        let x = random([c, h, w]), u = random([c, h, w]), w1 = random([hidden, c]), b1 = random([hidden])
+        let w2 = random([c, hidden]), b2 = random([c]), nw = random([c]), nb = random([c])
+        let gate = random([c]).data
+        /// `residual + W2·gelu(W1·v + b1) + b2` per pixel.
+        func mlp(_ v: Tensor, residual: Tensor) -> [Float] {
+            let y = GEMM.linear(GEMM.linear(v.chwToTokens(), weight: w1, bias: b1).gelu(), weight: w2, bias: b2)
+            return zip(residual.data, y.tokensToCHW(height: h, width: w).data).map { $0 + $1 }
+        }
+        var fused = x
+        FeedForward.channelsResidual(&fused, input: u, norm: .init(weight: nw, bias: nb, eps: 1e-6), w1: w1, b1: b1, w2: w2, b2: b2)
+        assertClose(fused.data, mlp(u.layerNorm2d(weight: nw, bias: nb, eps: 1e-6), residual: x), tolerance: 1e-5, "normalised input")
+        var gated = x
+        FeedForward.channelsResidual(&gated, scale: gate, w1: w1, b1: b1, w2: w2, b2: b2)
+        var scaled = x
+        for ch in 0..<c { for i in 0..<(h * w) { scaled.data[ch * h * w + i] *= gate[ch] } }
+        assertClose(gated.data, mlp(scaled, residual: scaled), tolerance: 1e-5, "gated input")  // the residual is the gated map
+    }
+
     func testConvTransposeMatchesDefinition() {
         let x = random([24, 9, 7]), w = random([24, 5, 2, 2]), b = random([5])
         let conv = ConvTranspose2x2(weight: w, bias: b)
