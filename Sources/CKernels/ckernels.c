@@ -819,6 +819,18 @@ int sam2_pool_run(long count, int threads, sam2_task_fn fn, void *context) {
                 acc += w6 * r2[ox]; acc += w7 * r2[ox + 1]; acc += w8 * r2[ox + 2];                  \
                 d[ox] = acc;                                                                         \
             }                                                                                        \
+        } else if (k == 3 && stride == 2) {                                                          \
+            const float *r0 = rows[0] - pad, *r1 = rows[1] - pad, *r2 = rows[2] - pad;               \
+            float w0 = wt[0], w1 = wt[1], w2 = wt[2], w3 = wt[3], w4 = wt[4];                        \
+            float w5 = wt[5], w6 = wt[6], w7 = wt[7], w8 = wt[8];                                    \
+            for (size_t ox = x0; ox < x1; ox++) {                                                    \
+                size_t i = 2 * ox;                                                                   \
+                float acc = bias;                                                                    \
+                acc += w0 * r0[i]; acc += w1 * r0[i + 1]; acc += w2 * r0[i + 2];                     \
+                acc += w3 * r1[i]; acc += w4 * r1[i + 1]; acc += w5 * r1[i + 2];                     \
+                acc += w6 * r2[i]; acc += w7 * r2[i + 1]; acc += w8 * r2[i + 2];                     \
+                d[ox] = acc;                                                                         \
+            }                                                                                        \
         } else if (stride == 1) {                                                                    \
             for (size_t ox = x0; ox < x1; ox++) d[ox] = bias;                                        \
             for (size_t ky = 0; ky < k; ky++)                                                        \

@@ -1,4 +1,3 @@
-import Foundation
 import SAM2Tensor
 
 /// EdgeTAM's image-encoder trunk, `TimmBackbone`: timm's RepViT (`repvit_m1`, "RepViT: Revisiting
@@ -127,14 +126,11 @@ final class TimmBackbone {
 
     /// `[3, S, S]` → the four stage outputs `[C_i, S/2^(i+2), S/2^(i+2)]`.
     func callAsFunction(_ image: Tensor) -> [Tensor] {
-        var t0 = DispatchTime.now().uptimeNanoseconds
-        func lap(_ s: String) { let t = DispatchTime.now().uptimeNanoseconds; if ProcessInfo.processInfo.environment["PROF"] != nil { print("PROF", s, Double(t - t0) / 1e6) }; t0 = t }
-        var x = stem1.thenGELU(image); lap("stem1")
-        x = stem2(x); lap("stem2")
+        var x = stem2(stem1.thenGELU(image))
         var outputs = [Tensor]()
-        for (i, stage) in stages.enumerated() {
-            if let down = stage.downsample { x = down.preBlock(x); lap("down\(i).pre"); x = down.spatial(x); lap("down\(i).spatial"); x = down.channel(x); lap("down\(i).channel"); x = down.ffn.residual(x); lap("down\(i).ffn") }
-            for block in stage.blocks { x = block(x); lap("s\(i).block") }
+        for stage in stages {
+            if let down = stage.downsample { x = down(x) }
+            for block in stage.blocks { x = block(x) }
             outputs.append(x)
         }
         return outputs

@@ -117,7 +117,7 @@ struct Bench: ParsableCommand {
         print(String(format: "first click (image encoder + decoder) %.3f s; click on a cached frame %.1f ms", firstClick, cachedClick * 1000))
         print("stage               median s/frame")
         print(String(format: "decode+preprocess   %.3f", median(decode)))
-        for s in ["image_encoder", "memory_attention", "mask_decoder", "memory_encoder"] {
+        for s in ["image_encoder", "memory_attention", "mask_decoder", "memory_encoder", "spatial_perceiver"] where stages.contains(where: { $0[s] != nil }) {
             print(s.padding(toLength: 20, withPad: " ", startingAt: 0) + String(format: "%.3f", median(stages.map { $0[s] ?? 0 })))
         }
         let gf = median(flops) / 1e9
