@@ -315,6 +315,30 @@ void sam2_gelu(float *x, size_t n) {
     DISPATCH(gelu_avx2(x, n), gelu_generic(x, n));
 }
 
+static void bias_gelu_rows_generic(float *x, size_t rows, size_t n, const float *bias) {
+    for (size_t r = 0; r < rows; r++) {
+        float *row = x + r * n;
+        for (size_t i = 0; i < n; i++) row[i] += bias[r];
+        gelu_generic(row, n);
+    }
+}
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+AVX2 static void bias_gelu_rows_avx2(float *x, size_t rows, size_t n, const float *bias) {
+    for (size_t r = 0; r < rows; r++) {
+        float *row = x + r * n;
+        const __m256 b = _mm256_set1_ps(bias[r]);
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(row + i, gelu8(_mm256_add_ps(_mm256_loadu_ps(row + i), b)));
+        for (; i < n; i++) row[i] += bias[r];
+        gelu_generic(row + (n & ~(size_t)7), n & 7);
+    }
+}
+#endif
+
+void sam2_bias_gelu_rows(float *x, size_t rows, size_t n, const float *bias) {
+    DISPATCH(bias_gelu_rows_avx2(x, rows, n, bias), bias_gelu_rows_generic(x, rows, n, bias));
+}
+
 void sam2_online_softmax_block(float *s, size_t rows, size_t n, size_t lds,
                                float *m, float *l, float *o, size_t ldo, size_t dv) {
     DISPATCH(online_avx2(s, rows, n, lds, m, l, o, ldo, dv), online_generic(s, rows, n, lds, m, l, o, ldo, dv));

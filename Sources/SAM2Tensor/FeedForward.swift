@@ -155,9 +155,8 @@ extension FeedForward {
             }
             let h = UnsafeMutablePointer<Float>.allocate(capacity: hidden * n)
             defer { h.deallocate() }
-            for r in 0..<hidden { (h + r * n).update(repeating: p[1][r], count: n) }
-            GEMM.sgemm(m: hidden, n: n, k: c, a: p[0], lda: c, b: up + p0, ldb: pixels, beta: 1, c: h, ldc: n, serial: true)
-            sam2_gelu(h, hidden * n)
+            GEMM.sgemm(m: hidden, n: n, k: c, a: p[0], lda: c, b: up + p0, ldb: pixels, c: h, ldc: n, serial: true)
+            sam2_bias_gelu_rows(h, hidden, n, p[1])
             for r in 0..<c {
                 let row = xp + r * pixels + p0, b = p[3][r]
                 for i in 0..<n { row[i] += b }

@@ -14,6 +14,8 @@ void sam2_softmax_interleaved(float *x, size_t rows, size_t groups, size_t count
 /// GELU (erf form, as `nn.GELU()`) in place; erf by a rational approximation accurate to a few
 /// float ulps.
 void sam2_gelu(float *x, size_t n);
+/// `x[r, i] = gelu(x[r, i] + bias[r])` on `rows` rows of `n` values, each row while it is in L1.
+void sam2_bias_gelu_rows(float *x, size_t rows, size_t n, const float *bias);
 
 #endif
 
