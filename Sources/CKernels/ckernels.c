@@ -897,3 +897,28 @@ void sam2_depthwise_plane(const float *src, size_t h, size_t w, const float *wt,
     DISPATCH(depthwise_avx2(src, h, w, wt, k, stride, pad, bias, dst, ho, wo, sum),
              depthwise_generic(src, h, w, wt, k, stride, pad, bias, dst, ho, wo, sum));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Every other value of a row (the im2col of a stride-2 convolution): dst[i] = src[2i].
+
+static void gather_stride2_generic(float *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = src[2 * i];
+}
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+AVX2 static void gather_stride2_avx2(float *dst, const float *src, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        // Reads src[2i .. 2i+15]; the last of them is src[2i+15] <= src[2(n-1)+1], one past the
+        // last value used, so only whole pairs are read in the loop: stop a vector early.
+        if (2 * i + 16 > 2 * n - 1) break;
+        __m256 a = _mm256_loadu_ps(src + 2 * i), b = _mm256_loadu_ps(src + 2 * i + 8);
+        __m256 even = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));  // a0 a2 b0 b2 | a4 a6 b4 b6
+        _mm256_storeu_ps(dst + i, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0))));
+    }
+    gather_stride2_generic(dst + i, src + 2 * i, n - i);
+}
+#endif
+
+void sam2_gather_stride2(float *dst, const float *src, size_t n) {
+    DISPATCH(gather_stride2_avx2(dst, src, n), gather_stride2_generic(dst, src, n));
+}

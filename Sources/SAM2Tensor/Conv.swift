@@ -55,6 +55,8 @@ public enum Conv {
                                         if x0 > 0 { drow.update(repeating: 0, count: x0) }
                                         if stride == 1 {
                                             (drow + x0).update(from: srow + x0, count: x1 - x0)
+                                        } else if stride == 2 {
+                                            sam2_gather_stride2(drow + x0, srow + 2 * x0, x1 - x0)
                                         } else {
                                             for ox in x0..<x1 { drow[ox] = srow[ox * stride] }
                                         }

@@ -97,3 +97,8 @@ int sam2_pool_run(long count, int threads, sam2_task_fn fn, void *context);
 void sam2_depthwise_plane(const float *src, size_t h, size_t w, const float *wt, size_t k, size_t stride,
                           size_t pad, float bias, float *dst, size_t ho, size_t wo, double *sum);
 #endif
+#ifndef SAM2_CKERNELS_GATHER
+#define SAM2_CKERNELS_GATHER
+/// `dst[i] = src[2i]` for i in 0..<n (reads no further than `src[2(n-1)]`).
+void sam2_gather_stride2(float *dst, const float *src, size_t n);
+#endif
