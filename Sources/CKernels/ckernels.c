@@ -335,6 +335,26 @@ AVX2 static void bias_gelu_rows_avx2(float *x, size_t rows, size_t n, const floa
 }
 #endif
 
+static void sigmoid_affine_generic(float *x, size_t n, float scale, float bias) {
+    for (size_t i = 0; i < n; i++) x[i] = 1.0f / (1.0f + expf(-x[i])) * scale + bias;
+}
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+AVX2 static void sigmoid_affine_avx2(float *x, size_t n, float scale, float bias) {
+    const __m256 one = _mm256_set1_ps(1.0f), s = _mm256_set1_ps(scale), b = _mm256_set1_ps(bias);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_loadu_ps(x + i)));
+        __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(x + i, _mm256_add_ps(_mm256_mul_ps(sig, s), b));
+    }
+    sigmoid_affine_generic(x + i, n - i, scale, bias);
+}
+#endif
+
+void sam2_sigmoid_affine(float *x, size_t n, float scale, float bias) {
+    DISPATCH(sigmoid_affine_avx2(x, n, scale, bias), sigmoid_affine_generic(x, n, scale, bias));
+}
+
 void sam2_bias_gelu_rows(float *x, size_t rows, size_t n, const float *bias) {
     DISPATCH(bias_gelu_rows_avx2(x, rows, n, bias), bias_gelu_rows_generic(x, rows, n, bias));
 }

@@ -94,9 +94,7 @@ extension SAM2Model {
     func encodeMemory(features f: FrameFeatures, highResMasks: Tensor, objectScoreLogit: Float, isMaskFromPoints: Bool) -> Tensor {
         let binarize = config.binarizeMaskFromPtsForMemEnc && isMaskFromPoints
         let scale = Float(config.sigmoidScaleForMemEnc), bias = Float(config.sigmoidBiasForMemEnc)
-        var mask = binarize ? highResMasks.map { $0 > 0 ? 1 : 0 } : highResMasks.sigmoid()
-        if scale != 1 { mask = mask.map { $0 * scale } }
-        if bias != 0 { mask = mask.map { $0 + bias } }
+        let mask = binarize ? highResMasks.map { ($0 > 0 ? 1 : 0) * scale + bias } : highResMasks.sigmoid(scale: scale, bias: bias)
         var (feats, pos) = timed("memory_encoder") { () -> (Tensor, Tensor) in
             let pixels = f.shared.value(\.memoryEncoderPixels) { memoryEncoder.projectPixels(f.backbone.visionFeatures) }
             return memoryEncoder(projectedPixels: pixels, mask: mask)

@@ -51,6 +51,16 @@ extension Tensor {
         return out
     }
 
+    /// `sigmoid(x)·scale + bias` in one vectorised pass.
+    public func sigmoid(scale: Float, bias: Float) -> Tensor {
+        var out = self
+        out.data.withUnsafeMutableBufferPointer { p in
+            let base = p.baseAddress!
+            parallelChunks(p.count) { r in sam2_sigmoid_affine(base + r.lowerBound, r.count, scale, bias) }
+        }
+        return out
+    }
+
     public func sigmoid() -> Tensor {
         var out = self
         out.data.withUnsafeMutableBufferPointer { p in

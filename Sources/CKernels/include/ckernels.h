@@ -16,6 +16,8 @@ void sam2_softmax_interleaved(float *x, size_t rows, size_t groups, size_t count
 void sam2_gelu(float *x, size_t n);
 /// `x[r, i] = gelu(x[r, i] + bias[r])` on `rows` rows of `n` values, each row while it is in L1.
 void sam2_bias_gelu_rows(float *x, size_t rows, size_t n, const float *bias);
+/// `x = sigmoid(x)·scale + bias` in place (the mask as the memory encoder takes it).
+void sam2_sigmoid_affine(float *x, size_t n, float scale, float bias);
 
 #endif
 
