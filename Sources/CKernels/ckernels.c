@@ -905,6 +905,35 @@ int sam2_pool_run(long count, int threads, sam2_task_fn fn, void *context) {
     if (sum) *sum = total;                                                                           \
     free(zero);
 
+// Wider kernels at stride 1 (the memory encoder's 7x7): the plane is copied once into a
+// zero-padded buffer, so every output column is an interior one and each tap is one
+// vectorised pass over the output row (which stays in L1).
+#define DEPTHWISE_PADDED_BODY                                                                        \
+    size_t wp = w + 2 * pad, hp = h + 2 * pad;                                                       \
+    float *padded = calloc(wp * hp, sizeof(float));                                                  \
+    for (size_t y = 0; y < h; y++) memcpy(padded + (y + pad) * wp + pad, src + y * w, w * sizeof(float)); \
+    double total = 0;                                                                                \
+    for (size_t oy = 0; oy < ho; oy++) {                                                             \
+        float *restrict d = dst + oy * wo;                                                           \
+        for (size_t ox = 0; ox < wo; ox++) d[ox] = bias;                                             \
+        for (size_t ky = 0; ky < k; ky++)                                                            \
+            for (size_t kx = 0; kx < k; kx++) {                                                      \
+                const float *r = padded + (oy + ky) * wp + kx;                                       \
+                float wv = wt[ky * k + kx];                                                          \
+                for (size_t ox = 0; ox < wo; ox++) d[ox] += wv * r[ox];                              \
+            }                                                                                        \
+        if (sum) for (size_t ox = 0; ox < wo; ox++) total += d[ox];                                  \
+    }                                                                                                \
+    if (sum) *sum = total;                                                                           \
+    free(padded);
+
+static void depthwise_padded_generic(const float *src, size_t h, size_t w, const float *wt, size_t k, size_t pad,
+                                     float bias, float *dst, size_t ho, size_t wo, double *sum) { DEPTHWISE_PADDED_BODY }
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+AVX2 static void depthwise_padded_avx2(const float *src, size_t h, size_t w, const float *wt, size_t k, size_t pad,
+                                       float bias, float *dst, size_t ho, size_t wo, double *sum) { DEPTHWISE_PADDED_BODY }
+#endif
+
 static void depthwise_generic(const float *src, size_t h, size_t w, const float *wt, size_t k, size_t stride,
                               size_t pad, float bias, float *dst, size_t ho, size_t wo, double *sum) { DEPTHWISE_BODY }
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
@@ -914,6 +943,11 @@ AVX2 static void depthwise_avx2(const float *src, size_t h, size_t w, const floa
 
 void sam2_depthwise_plane(const float *src, size_t h, size_t w, const float *wt, size_t k, size_t stride,
                           size_t pad, float bias, float *dst, size_t ho, size_t wo, double *sum) {
+    if (stride == 1 && k > 3) {
+        DISPATCH(depthwise_padded_avx2(src, h, w, wt, k, pad, bias, dst, ho, wo, sum),
+                 depthwise_padded_generic(src, h, w, wt, k, pad, bias, dst, ho, wo, sum));
+        return;
+    }
     DISPATCH(depthwise_avx2(src, h, w, wt, k, stride, pad, bias, dst, ho, wo, sum),
              depthwise_generic(src, h, w, wt, k, stride, pad, bias, dst, ho, wo, sum));
 }
