@@ -22,10 +22,8 @@ config=${SAM2_BENCH_CONFIG:-$fixture/config.yaml}
 [ -f "$ckpt" ] || { echo "no checkpoint at $ckpt (set SAM2_BENCH_CHECKPOINT)" >&2; exit 2; }
 
 swift build -c release >/dev/null
-py=""
-for cand in "${SAM2_REFERENCE_PYTHON:-}" ../venv/bin/python /work/venv/bin/python python3; do
-  [ -n "$cand" ] && command -v "$cand" >/dev/null 2>&1 && "$cand" -c "import sam2, torch" 2>/dev/null && { py=$cand; break; }
-done
+. Scripts/reference_python.sh
+py=$(reference_python "sam2, torch")
 [ -n "$py" ] || echo "(no Python with the official sam2 package found: timing this repository only)"
 
 # Shared machines drift by 10-20% over minutes, so the two implementations alternate, round by

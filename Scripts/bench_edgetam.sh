@@ -23,10 +23,8 @@ repo=${EDGETAM_REPO:-../EdgeTAM}
 [ -f "$edgetam" ] || { echo "no EdgeTAM checkpoint at $edgetam (set EDGETAM_CHECKPOINT)" >&2; exit 2; }
 [ -f "$tiny" ] || { echo "no sam2.1_hiera_tiny checkpoint at $tiny (set TINY_CHECKPOINT)" >&2; exit 2; }
 swift build -c release >/dev/null
-py=""
-for cand in "${SAM2_REFERENCE_PYTHON:-}" ../venv/bin/python /work/venv/bin/python python3; do
-  [ -n "$cand" ] && command -v "$cand" >/dev/null 2>&1 && "$cand" -c "import torch, timm" 2>/dev/null && { py=$cand; break; }
-done
+. Scripts/reference_python.sh
+py=$(reference_python "torch, timm")
 [ -n "$py" ] && [ -d "$repo/sam2" ] || { echo "(no EdgeTAM checkout at $repo or no Python with torch and timm: sam2 only)"; py=""; }
 
 out=$(mktemp -d)
