@@ -244,6 +244,21 @@ final class KernelTests: XCTestCase {
         XCTAssertGreaterThan(maxDiff(plainMasks[0], plainMasks[1]), 1e-2)
     }
 
+    /// The high-resolution FPN levels through the lateral convs composed with conv_s0 / conv_s1
+    /// (the untraced path) against lateral conv, then projection (the traced path).
+    func testComposedHighResLateralsMatchTwoConvs() throws {
+        for dir in [TestPaths.committedFixture, TestPaths.committedFixtureNamed("edgetam_synth")] {
+            let model = try SAM2Model(config: try SAM2Config.load(path: "\(dir)/config.yaml"), checkpointPath: "\(dir)/checkpoint.pt")
+            XCTAssertNotNil(model.highResLaterals, dir)
+            let image = random([3, model.imageSize, model.imageSize])
+            let composed = model.encodeImage(image)
+            model.trace = { _, _ in }
+            let twoConvs = model.encodeImage(image)
+            XCTAssertEqual(composed.levels.map(\.shape), twoConvs.levels.map(\.shape), dir)
+            for (a, b) in zip(composed.levels, twoConvs.levels) { assertClose(a.data, b.data, tolerance: 1e-5, "\(dir) level \(a.shape)") }
+        }
+    }
+
     func testBilinearMaskIsThresholdedBilinear() {
         let x = random([1, 37, 29])
         let mask = Interpolate.bilinearMask(x, height: 101, width: 83)
