@@ -144,12 +144,12 @@ public enum CocoRLE {
         return counts
     }
 
-    /// The alphabet includes '\' (92), which JSON must escape.
     /// `{"size": [h, w], "counts": "..."}` for a compressed counts string.
     public static func json(counts: String, height: Int, width: Int) -> String {
         "{\"size\":[\(height),\(width)],\"counts\":\"\(jsonEscaped(counts))\"}"
     }
 
+    /// The alphabet includes '\' (92), which JSON must escape.
     public static func jsonEscaped(_ s: String) -> String {
         s.replacingOccurrences(of: "\\", with: "\\\\")
     }

@@ -128,7 +128,7 @@ struct ImageEncoder {
     init(_ w: WeightStore, _ prefix: String, _ cfg: ImageEncoderConfig) throws {
         switch cfg.trunk {
         case let .hiera(h): trunk = .hiera(try Hiera(w, "\(prefix).trunk", h))
-        case let .timm(t): trunk = .timm(try TimmBackbone(w, "\(prefix).trunk", name: t.name))
+        case let .timm(t): trunk = .timm(try TimmBackbone(w, "\(prefix).trunk", t))
         }
         neck = try FPNNeck(w, "\(prefix).neck", cfg.neck)
         scalp = cfg.scalp

@@ -1,3 +1,4 @@
+import SAM2Checkpoint
 import SAM2Tensor
 
 /// EdgeTAM's image-encoder trunk, `TimmBackbone`: timm's RepViT (`repvit_m1`, "RepViT: Revisiting
@@ -9,17 +10,15 @@ import SAM2Tensor
 /// convolution at load time, and each block's re-parameterisable token mixer (3x3 depthwise +
 /// 1x1 depthwise + identity) into a single 3x3 depthwise convolution, as timm's `fuse()` does.
 final class TimmBackbone {
-    /// The RepViT variants by timm name: stage widths and depths (`legacy` blocks: both token-mixer
-    /// branches carry a batch norm, none after their sum).
+    /// A RepViT variant: stage widths and depths (the named ones are in
+    /// `TimmBackboneConfig.knownModels`; `legacy` blocks: both token-mixer branches carry a batch
+    /// norm, none after their sum).
     struct Variant {
         let embedDims: [Int]
         let depths: [Int]
         let mlpRatio = 2
         let kernel = 3
     }
-    static let variants: [String: Variant] = [
-        "repvit_m1": Variant(embedDims: [48, 96, 192, 384], depths: [2, 2, 14, 2]),
-    ]
 
     /// `SqueezeExcite` (timm `SEModule`): channel gates from the global average.
     struct SqueezeExcite {
@@ -99,11 +98,10 @@ final class TimmBackbone {
     /// Channels of the four outputs, highest resolution first.
     let channels: [Int]
 
-    /// `name` as in the config (`repvit_m1.dist_in1k`; the pretrained tag does not change the model).
-    convenience init(_ w: WeightStore, _ prefix: String, name: String) throws {
-        let base = String(name.split(separator: ".").first ?? "")
-        guard let v = Self.variants[base] else { throw ModelLoadError.missingKey("\(prefix) (unsupported timm model \(name))") }
-        try self.init(w, prefix, variant: v)
+    /// The model the config names (`repvit_m1.dist_in1k`; the pretrained tag does not change it).
+    convenience init(_ w: WeightStore, _ prefix: String, _ cfg: TimmBackboneConfig) throws {
+        guard let a = cfg.architecture else { throw ModelLoadError.missingKey("\(prefix) (unsupported timm model \(cfg.name))") }
+        try self.init(w, prefix, variant: Variant(embedDims: a.widths, depths: a.depths))
     }
 
     init(_ w: WeightStore, _ prefix: String, variant v: Variant) throws {

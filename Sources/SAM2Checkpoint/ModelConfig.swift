@@ -147,11 +147,16 @@ public struct TimmBackboneConfig: Codable, Equatable, Sendable {
         features = try r.requiredList(.features)
     }
 
-    /// The timm models this tool builds, by name without the pretrained tag: stage widths.
-    public static let knownModels: [String: [Int]] = ["repvit_m1": [48, 96, 192, 384]]
+    /// The timm models this tool builds, by name without the pretrained tag: stage widths and
+    /// blocks per stage.
+    public static let knownModels: [String: (widths: [Int], depths: [Int])] = [
+        "repvit_m1": (widths: [48, 96, 192, 384], depths: [2, 2, 14, 2]),
+    ]
 
     public var baseName: String { String(name.split(separator: ".").first ?? "") }
-    public var channels: [Int] { Self.knownModels[baseName] ?? [] }
+    /// Stage widths and depths of the model named, nil when this tool does not build it.
+    public var architecture: (widths: [Int], depths: [Int])? { Self.knownModels[baseName] }
+    public var channels: [Int] { architecture?.widths ?? [] }
 }
 
 /// `model.image_encoder.trunk` (Hiera).
