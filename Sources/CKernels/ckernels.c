@@ -329,8 +329,7 @@ AVX2 static void bias_gelu_rows_avx2(float *x, size_t rows, size_t n, const floa
         const __m256 b = _mm256_set1_ps(bias[r]);
         size_t i = 0;
         for (; i + 8 <= n; i += 8) _mm256_storeu_ps(row + i, gelu8(_mm256_add_ps(_mm256_loadu_ps(row + i), b)));
-        for (; i < n; i++) row[i] += bias[r];
-        gelu_generic(row + (n & ~(size_t)7), n & 7);
+        bias_gelu_rows_generic(row + i, 1, n - i, bias + r);
     }
 }
 #endif
@@ -823,9 +822,10 @@ int sam2_pool_run(long count, int threads, sam2_task_fn fn, void *context) {
 
 // ---------------------------------------------------------------------------------------------
 // Depthwise convolution, one channel plane at a time, one output row at a time: every tap of a
-// row is summed while the row is in registers or L1 (RepViT's 3x3 token mixers, the memory
-// encoder's 7x7). Interior columns run branch-free and vectorised across the row; the few edge
-// columns check bounds. Rows above or below the map read a zero row.
+// row is summed while the row is in registers or L1. 3x3 kernels (RepViT's token mixers and its
+// stride-2 downsampling) have their nine taps unrolled; interior columns run branch-free and
+// vectorised across the row, the few edge columns check bounds, and rows above or below the map
+// read a zero row. Other kernels at stride 1 go through DEPTHWISE_PADDED_BODY below.
 
 #define DEPTHWISE_BODY                                                                               \
     float *zero = calloc(w + 2 * pad + k, sizeof(float));                                           \
@@ -875,14 +875,6 @@ int sam2_pool_run(long count, int threads, sam2_task_fn fn, void *context) {
                 acc += w6 * r2[i]; acc += w7 * r2[i + 1]; acc += w8 * r2[i + 2];                     \
                 d[ox] = acc;                                                                         \
             }                                                                                        \
-        } else if (stride == 1) {                                                                    \
-            for (size_t ox = x0; ox < x1; ox++) d[ox] = bias;                                        \
-            for (size_t ky = 0; ky < k; ky++)                                                        \
-                for (size_t kx = 0; kx < k; kx++) {                                                  \
-                    const float *r = rows[ky] + kx - pad;                                            \
-                    float wv = wt[ky * k + kx];                                                      \
-                    for (size_t ox = x0; ox < x1; ox++) d[ox] += wv * r[ox];                         \
-                }                                                                                    \
         } else {                                                                                     \
             for (size_t ox = x0; ox < x1; ox++) {                                                    \
                 float acc = bias;                                                                    \
@@ -905,7 +897,7 @@ int sam2_pool_run(long count, int threads, sam2_task_fn fn, void *context) {
     if (sum) *sum = total;                                                                           \
     free(zero);
 
-// Wider kernels at stride 1 (the memory encoder's 7x7): the plane is copied once into a
+// Other kernels at stride 1 (the memory encoder's 7x7): the plane is copied once into a
 // zero-padded buffer, so every output column is an interior one and each tap is one
 // vectorised pass over the output row (which stays in L1).
 #define DEPTHWISE_PADDED_BODY                                                                        \
@@ -943,7 +935,7 @@ AVX2 static void depthwise_avx2(const float *src, size_t h, size_t w, const floa
 
 void sam2_depthwise_plane(const float *src, size_t h, size_t w, const float *wt, size_t k, size_t stride,
                           size_t pad, float bias, float *dst, size_t ho, size_t wo, double *sum) {
-    if (stride == 1 && k > 3) {
+    if (stride == 1 && k != 3) {
         DISPATCH(depthwise_padded_avx2(src, h, w, wt, k, pad, bias, dst, ho, wo, sum),
                  depthwise_padded_generic(src, h, w, wt, k, pad, bias, dst, ho, wo, sum));
         return;
@@ -962,9 +954,9 @@ static void gather_stride2_generic(float *dst, const float *src, size_t n) {
 AVX2 static void gather_stride2_avx2(float *dst, const float *src, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        // Reads src[2i .. 2i+15]; the last of them is src[2i+15] <= src[2(n-1)+1], one past the
-        // last value used, so only whole pairs are read in the loop: stop a vector early.
-        if (2 * i + 16 > 2 * n - 1) break;
+        // Reads src[2i .. 2i+15]; the vector that would read past the last value used,
+        // src[2n-2], is left to the scalar loop.
+        if (2 * i + 15 > 2 * n - 2) break;
         __m256 a = _mm256_loadu_ps(src + 2 * i), b = _mm256_loadu_ps(src + 2 * i + 8);
         __m256 even = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));  // a0 a2 b0 b2 | a4 a6 b4 b6
         _mm256_storeu_ps(dst + i, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0))));

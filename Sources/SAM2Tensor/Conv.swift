@@ -14,13 +14,9 @@ public enum Conv {
         let ho = (h + 2 * padding - kh) / stride + 1
         let wo = (w + 2 * padding - kw) / stride + 1
         let kdim = cin * kh * kw, n = ho * wo
-        // Every output is written: the bias first, or the product alone (beta 0).
+        // Every output is written: the bias first (by each slab, while its rows are in cache), or
+        // the product alone (beta 0).
         var out = [Float](unsafeUninitializedCapacity: cout * n) { _, count in count = cout * n }
-        if let bias {
-            out.withUnsafeMutableBufferPointer { o in
-                for co in 0..<cout { (o.baseAddress! + co * n).update(repeating: bias.data[co], count: n) }
-            }
-        }
         let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0
         // Output rows per slab: an im2col of about 64 K floats (L2-resident), at least one row.
         let slabRows = pointwise ? ho : max(1, min(ho, 65_536 / max(1, kdim * wo)))
@@ -30,7 +26,13 @@ public enum Conv {
                 out.withUnsafeMutableBufferPointer { po in
                     let s0 = src.baseAddress!, w0 = pw.baseAddress!, o0 = po.baseAddress!
                     let beta: Float = bias == nil ? 0 : 1
+                    /// The bias into output columns `c0..<c0+count` of every channel.
+                    func fillBias(_ c0: Int, _ count: Int) {
+                        guard let bias else { return }
+                        for co in 0..<cout { (o0 + co * n + c0).update(repeating: bias.data[co], count: count) }
+                    }
                     if pointwise {
+                        fillBias(0, n)
                         GEMM.sgemm(m: cout, n: n, k: kdim, a: w0, lda: kdim, b: s0, ldb: n, beta: beta, c: o0, ldc: n)
                         if thenGELU { sam2_gelu(o0, cout * n) }
                         return
@@ -66,6 +68,7 @@ public enum Conv {
                             }
                         }
                         let o = o0 + y0 * wo
+                        fillBias(y0 * wo, cols)
                         GEMM.sgemm(m: cout, n: cols, k: kdim, a: w0, lda: kdim, b: c, ldb: cols, beta: beta,
                                    c: o, ldc: n, serial: true)
                         if thenGELU { for co in 0..<cout { sam2_gelu(o + co * n, cols) } }

@@ -141,34 +141,34 @@ extension FeedForward {
         precondition(w1.count == hidden * c && w2.count == c * hidden && b1.count == hidden && b2.count == c
                      && (source?.shape ?? x.shape) == x.shape, "channel MLP: \(x.shape), \(w1.shape), \(w2.shape)")
         // 512 columns (best measured for RepViT's 96-768 hidden channels); fewer for wider ones.
-        let slab = hidden <= 768 ? 512 : 256, slabs = (pixels + slab - 1) / slab
-        let body = { (xp: UnsafeMutablePointer<Float>, up: UnsafeMutablePointer<Float>, p: [UnsafePointer<Float>], t: Int) in
-            let p0 = t * slab, n = min(slab, pixels - p0)
-            if let scale {
-                for r in 0..<c {
-                    let row = up + r * pixels + p0, g = scale[r]
-                    for i in 0..<n { row[i] *= g }
-                }
-            }
-            if norm != nil {
-                layerNormChannelsInPlace(up + p0, channels: c, pixels: n, channelStride: pixels, weight: p[4], bias: p[5], eps: norm!.eps)
-            }
-            let h = UnsafeMutablePointer<Float>.allocate(capacity: hidden * n)
-            defer { h.deallocate() }
-            GEMM.sgemm(m: hidden, n: n, k: c, a: p[0], lda: c, b: up + p0, ldb: pixels, c: h, ldc: n, serial: true)
-            sam2_bias_gelu_rows(h, hidden, n, p[1])
-            for r in 0..<c {
-                let row = xp + r * pixels + p0, b = p[3][r]
-                for i in 0..<n { row[i] += b }
-            }
-            GEMM.sgemm(m: c, n: n, k: hidden, a: p[2], lda: hidden, b: h, ldb: n, beta: 1, c: xp + p0, ldc: pixels, serial: true)
-        }
-        let serial = Double(pixels) * Double(c) * Double(hidden) < 4_000_000 || slabs < 2
+        let slab = hidden <= 768 ? 512 : 256
         Tensor.withPointers([w1, b1, w2, b2] + (norm.map { [$0.weight, $0.bias] } ?? [])) { p in
             x.data.withUnsafeMutableBufferPointer { px in
                 let xp = px.baseAddress!
+                /// The MLP on every slab of `up`'s pixels (`x` itself, or the separate input).
                 func run(_ up: UnsafeMutablePointer<Float>) {
-                    if serial { for t in 0..<slabs { body(xp, up, p, t) } } else { parallelFor(slabs) { body(xp, up, p, $0) } }
+                    GEMM.forEachRowSlab(pixels, slab: slab, work: Double(pixels) * Double(c) * Double(hidden)) { p0, n in
+                        if let scale {
+                            for r in 0..<c {
+                                let row = up + r * pixels + p0, g = scale[r]
+                                for i in 0..<n { row[i] *= g }
+                            }
+                        }
+                        if let norm {
+                            layerNormChannelsInPlace(up + p0, channels: c, pixels: n, channelStride: pixels, weight: p[4], bias: p[5],
+                                                     eps: norm.eps)
+                        }
+                        let h = UnsafeMutablePointer<Float>.allocate(capacity: hidden * n)
+                        defer { h.deallocate() }
+                        GEMM.sgemm(m: hidden, n: n, k: c, a: p[0], lda: c, b: up + p0, ldb: pixels, c: h, ldc: n, serial: true)
+                        sam2_bias_gelu_rows(h, hidden, n, p[1])
+                        for r in 0..<c {
+                            let row = xp + r * pixels + p0, b = p[3][r]
+                            for i in 0..<n { row[i] += b }
+                        }
+                        GEMM.sgemm(m: c, n: n, k: hidden, a: p[2], lda: hidden, b: h, ldb: n, beta: 1, c: xp + p0, ldc: pixels,
+                                   serial: true)
+                    }
                 }
                 if source != nil {
                     source!.data.withUnsafeMutableBufferPointer { run($0.baseAddress!) }

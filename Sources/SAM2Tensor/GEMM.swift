@@ -163,9 +163,9 @@ public enum GEMM {
     /// Adds to `flops` the products a fused kernel ran itself (through `linearRows` or a serial sgemm).
     public static func countFlops(_ f: Double) { flopsLock.lock(); flopCount += f; flopsLock.unlock() }
 
-    /// Run `body(firstRow, rowCount)` over fixed 256-row slabs, on all cores when the work is large.
-    static func forEachRowSlab(_ rows: Int, work: Double, _ body: (Int, Int) -> Void) {
-        let slab = 256
+    /// Run `body(firstRow, rowCount)` over fixed `slab`-row slabs, on all cores when the work is
+    /// large (else as one piece).
+    static func forEachRowSlab(_ rows: Int, slab: Int = 256, work: Double, _ body: (Int, Int) -> Void) {
         guard work >= 4_000_000 && rows >= 2 * slab else { body(0, rows); return }
         parallelFor((rows + slab - 1) / slab) { t in body(t * slab, min(slab, rows - t * slab)) }
     }
