@@ -1,4 +1,8 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  // O_DIRECT
+#endif
 #include "ckernels.h"
+#include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
@@ -967,4 +971,16 @@ AVX2 static void gather_stride2_avx2(float *dst, const float *src, size_t n) {
 
 void sam2_gather_stride2(float *dst, const float *src, size_t n) {
     DISPATCH(gather_stride2_avx2(dst, src, n), gather_stride2_generic(dst, src, n));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Spill files.
+
+int sam2_open_direct(const char *path) {
+#if defined(O_DIRECT)
+    return open(path, O_RDWR | O_DIRECT);
+#else
+    (void)path;
+    return -1;
+#endif
 }

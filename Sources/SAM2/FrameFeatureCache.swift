@@ -13,16 +13,15 @@ public final class FrameFeatureCache {
     public let diskBudget: Int
 
     /// Defaults: nothing in the process's own RAM, so its memory stays flat however long the
-    /// video; the spill file sits in the kernel's page cache, so reading a frame back costs a
-    /// copy (milliseconds against seconds of encoding: the same total time was measured with
-    /// 64 MiB in RAM). 8 GiB of disk: about 490 frames of a 1024-pixel SAM 2 model. Override with
+    /// video; the spill file is written past the page cache (see `SpillFile`), so reading a frame
+    /// back costs a read from the disk (milliseconds against the encoder's hundreds). 8 GiB of disk: about 490 frames of a 1024-pixel SAM 2 model. Override with
     /// `SAM2_FEATURE_CACHE_MB` / `SAM2_FEATURE_SPILL_MB`.
     public static let defaultRAMBudget = budget("SAM2_FEATURE_CACHE_MB", defaultMB: 0)
     public static let defaultDiskBudget = budget("SAM2_FEATURE_SPILL_MB", defaultMB: 8192)
 
     private enum Entry {
         case ram([Tensor])
-        case disk(offset: Int, shapes: [[Int]])
+        case disk(offsets: [Int], shapes: [[Int]])
     }
     private var entries: [Int: Entry] = [:]
     /// Frames in RAM, least recently used first.
@@ -49,13 +48,10 @@ public final class FrameFeatureCache {
         case let .ram(levels):
             touch(frame)
             return BackboneFeatures(levels: levels, positions: positions)
-        case let .disk(offset, shapes):
+        case let .disk(offsets, shapes):
             guard let spillFile else { return nil }
-            var at = offset
-            let levels = shapes.map { shape -> Tensor in
-                let n = shape.reduce(1, *)
-                defer { at += n * 4 }
-                return Tensor(shape: shape, data: spillFile.read(offset: at, count: n))
+            let levels = zip(offsets, shapes).map { offset, shape in
+                Tensor(shape: shape, data: spillFile.read(offset: offset, count: shape.reduce(1, *)))
             }
             return BackboneFeatures(levels: levels, positions: positions)
         }
@@ -82,16 +78,16 @@ public final class FrameFeatureCache {
     private func spill(_ levels: [Tensor]) -> Entry? {
         let bytes = Self.bytes(levels)
         guard let spillFile, diskBytes + bytes <= diskBudget else { return nil }
-        var first: Int?
+        var offsets = [Int]()
         for level in levels {
             guard let offset = spillFile.write(level.data) else { return nil }
-            if first == nil { first = offset }
+            offsets.append(offset)
         }
         diskBytes += bytes
         // Every frame has the same shapes: keep one copy of them, not one per frame.
         let shapes = levels.map(\.shape)
         if shapes != sharedShapes { sharedShapes = shapes }
-        return first.map { .disk(offset: $0, shapes: sharedShapes) }
+        return .disk(offsets: offsets, shapes: sharedShapes)
     }
 
     private func touch(_ frame: Int) {

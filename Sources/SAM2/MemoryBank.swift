@@ -62,37 +62,3 @@ final class StoredTensor {
         inMemory = nil
     }
 }
-
-/// An unlinked temporary file that holds memory-bank tensors of frames tracking has moved away
-/// from, so resident memory stays flat however long the video (the official predictor keeps every
-/// frame's memory in RAM and grows by about 1.3 MB per frame and object at 1024).
-final class SpillFile {
-    private let fd: Int32
-    private var end = 0
-
-    init?() {
-        var template = Array("\(NSTemporaryDirectory())/sam2-memory-XXXXXX".utf8CString)
-        fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0 else { return nil }
-        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
-    }
-
-    deinit { close(fd) }
-
-    /// Append values; nil if the disk refuses (the tensor then simply stays in RAM).
-    func write(_ values: [Float]) -> Int? {
-        let bytes = values.count * 4
-        let offset = end
-        let n = values.withUnsafeBytes { pwrite(fd, $0.baseAddress, bytes, off_t(offset)) }
-        guard n == bytes else { return nil }
-        end += bytes
-        return offset
-    }
-
-    func read(offset: Int, count: Int) -> [Float] {
-        var out = [Float](repeating: 0, count: count)
-        let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count * 4, off_t(offset)) }
-        precondition(n == count * 4, "sam2: the memory spill file could not be read back")
-        return out
-    }
-}

@@ -19,6 +19,10 @@ void sam2_bias_gelu_rows(float *x, size_t rows, size_t n, const float *bias);
 /// `x = sigmoid(x)·scale + bias` in place (the mask as the memory encoder takes it).
 void sam2_sigmoid_affine(float *x, size_t n, float scale, float bias);
 
+/// `open(path, O_RDWR | O_DIRECT)`: writes that bypass the page cache (the device copies them,
+/// not the CPU). -1 where the platform or the file system has no direct I/O.
+int sam2_open_direct(const char *path);
+
 #endif
 
 #ifndef SAM2_CKERNELS_ONLINE
