@@ -22,7 +22,7 @@ let package = Package(
         .systemLibrary(name: "CFFmpeg", pkgConfig: "libavformat",
                        providers: [.apt(["libavformat-dev", "libavcodec-dev", "libswscale-dev", "libavutil-dev"])]),
 
-        // Pointwise hot loops (softmax, GELU) in C, so they vectorise.
+        // Hot loops in C, so they vectorise: pointwise (softmax, GELU), convolutions, Pillow's resampling.
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
         // Float32 tensors and the few fast kernels everything else leans on.
         .target(name: "SAM2Tensor", dependencies: ["CBLAS", "CKernels"],
@@ -30,10 +30,10 @@ let package = Package(
         // Official checkpoints (.pt, .safetensors) and model configs (YAML).
         .target(name: "SAM2Checkpoint", dependencies: ["SAM2Tensor", "Yams"]),
         // The SAM 2 model, one file per part, and the video predictor.
-        .target(name: "SAM2", dependencies: ["SAM2Tensor", "SAM2Checkpoint",
+        .target(name: "SAM2", dependencies: ["SAM2Tensor", "SAM2Checkpoint", "CKernels",
                                             .product(name: "OrderedCollections", package: "swift-collections")]),
         // Video in (FFmpeg) and masks out (PNG, palette PNG, COCO RLE, overlay video).
-        .target(name: "SAM2Video", dependencies: ["CFFmpeg", "SAM2Tensor", "SAM2"]),
+        .target(name: "SAM2Video", dependencies: ["CFFmpeg", "CKernels", "SAM2Tensor", "SAM2"]),
         // The session engine: prompts, undo, propagation, masks kept on disk, export.
         // `sam2 track` and `sam2 serve` both drive it.
         .target(name: "SAM2Session", dependencies: ["SAM2", "SAM2Video", "SAM2Checkpoint", "SAM2Tensor"]),

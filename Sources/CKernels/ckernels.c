@@ -338,6 +338,21 @@ AVX2 static void bias_gelu_rows_avx2(float *x, size_t rows, size_t n, const floa
 }
 #endif
 
+static void relu_generic(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = x[i] < 0 ? 0 : x[i];  // NaN stays NaN, as in PyTorch
+}
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+AVX2 static void relu_avx2(float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_max_ps(_mm256_setzero_ps(), _mm256_loadu_ps(x + i)));  // NaN: the second operand
+    relu_generic(x + i, n - i);
+}
+#endif
+
+void sam2_relu(float *x, size_t n) {
+    DISPATCH(relu_avx2(x, n), relu_generic(x, n));
+}
+
 static void sigmoid_affine_generic(float *x, size_t n, float scale, float bias) {
     for (size_t i = 0; i < n; i++) x[i] = 1.0f / (1.0f + expf(-x[i])) * scale + bias;
 }
@@ -971,6 +986,71 @@ AVX2 static void gather_stride2_avx2(float *dst, const float *src, size_t n) {
 
 void sam2_gather_stride2(float *dst, const float *src, size_t n) {
     DISPATCH(gather_stride2_avx2(dst, src, n), gather_stride2_generic(dst, src, n));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pillow's 8-bit resampling passes (ImagingResampleHorizontal_8bpc / Vertical_8bpc), same
+// integer arithmetic, so the same bytes.
+
+static inline uint8_t clip8(int32_t v, int bits) {
+    int32_t s = v >> bits;
+    return s < 0 ? 0 : (s > 255 ? 255 : (uint8_t)s);
+}
+
+#define RESAMPLE_HORIZONTAL_BODY                                                                     \
+    const int32_t half = 1 << (bits - 1);                                                            \
+    for (size_t y = 0; y < rows; y++) {                                                              \
+        const uint8_t *row = src + y * src_width * 3;                                                \
+        uint8_t *o = out + y * out_width * 3;                                                        \
+        for (size_t xx = 0; xx < out_width; xx++) {                                                 \
+            const int32_t n = bounds[2 * xx + 1], *k = weights + xx * ksize;                         \
+            const uint8_t *p = row + (size_t)bounds[2 * xx] * 3;                                     \
+            int32_t s0 = half, s1 = half, s2 = half;                                                 \
+            for (int32_t x = 0; x < n; x++) {                                                        \
+                s0 += p[3 * x] * k[x]; s1 += p[3 * x + 1] * k[x]; s2 += p[3 * x + 2] * k[x];         \
+            }                                                                                        \
+            o[3 * xx] = clip8(s0, bits); o[3 * xx + 1] = clip8(s1, bits); o[3 * xx + 2] = clip8(s2, bits); \
+        }                                                                                            \
+    }
+
+// Each output row: a chunk of it at a time in 32-bit sums (vector lanes across the row).
+#define RESAMPLE_VERTICAL_BODY                                                                       \
+    const int32_t half = 1 << (bits - 1);                                                            \
+    int32_t acc[1024];                                                                               \
+    for (size_t yy = 0; yy < out_rows; yy++) {                                                       \
+        const int32_t ymin = bounds[2 * yy], n = bounds[2 * yy + 1], *k = weights + yy * ksize;      \
+        uint8_t *o = out + yy * row_bytes;                                                           \
+        for (size_t x0 = 0; x0 < row_bytes; x0 += 1024) {                                            \
+            const size_t m = row_bytes - x0 < 1024 ? row_bytes - x0 : 1024;                          \
+            for (size_t i = 0; i < m; i++) acc[i] = half;                                            \
+            for (int32_t y = 0; y < n; y++) {                                                        \
+                const uint8_t *p = src + (size_t)(ymin + y) * row_bytes + x0;                        \
+                const int32_t w = k[y];                                                              \
+                for (size_t i = 0; i < m; i++) acc[i] += p[i] * w;                                   \
+            }                                                                                        \
+            for (size_t i = 0; i < m; i++) o[x0 + i] = clip8(acc[i], bits);                          \
+        }                                                                                            \
+    }
+
+#define RESAMPLE_HORIZONTAL_ARGS const uint8_t *src, size_t rows, size_t src_width, uint8_t *out, size_t out_width, \
+                                 const int32_t *bounds, const int32_t *weights, size_t ksize, int bits
+#define RESAMPLE_VERTICAL_ARGS const uint8_t *src, size_t row_bytes, uint8_t *out, size_t out_rows, \
+                               const int32_t *bounds, const int32_t *weights, size_t ksize, int bits
+static void resample_horizontal_generic(RESAMPLE_HORIZONTAL_ARGS) { RESAMPLE_HORIZONTAL_BODY }
+static void resample_vertical_generic(RESAMPLE_VERTICAL_ARGS) { RESAMPLE_VERTICAL_BODY }
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+AVX2 static void resample_horizontal_avx2(RESAMPLE_HORIZONTAL_ARGS) { RESAMPLE_HORIZONTAL_BODY }
+AVX2 static void resample_vertical_avx2(RESAMPLE_VERTICAL_ARGS) { RESAMPLE_VERTICAL_BODY }
+#endif
+
+void sam2_resample_horizontal_rgb(RESAMPLE_HORIZONTAL_ARGS) {
+    DISPATCH(resample_horizontal_avx2(src, rows, src_width, out, out_width, bounds, weights, ksize, bits),
+             resample_horizontal_generic(src, rows, src_width, out, out_width, bounds, weights, ksize, bits));
+}
+
+void sam2_resample_vertical(RESAMPLE_VERTICAL_ARGS) {
+    DISPATCH(resample_vertical_avx2(src, row_bytes, out, out_rows, bounds, weights, ksize, bits),
+             resample_vertical_generic(src, row_bytes, out, out_rows, bounds, weights, ksize, bits));
 }
 
 // ---------------------------------------------------------------------------------------------

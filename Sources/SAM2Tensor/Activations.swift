@@ -45,9 +45,7 @@ extension Tensor {
 
     public func relu() -> Tensor {
         var out = self
-        out.data.withUnsafeMutableBufferPointer { p in
-            for i in 0..<p.count where p[i] < 0 { p[i] = 0 }
-        }
+        out.data.withUnsafeMutableBufferPointer { sam2_relu($0.baseAddress!, $0.count) }
         return out
     }
 

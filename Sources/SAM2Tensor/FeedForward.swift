@@ -48,10 +48,11 @@ public enum FeedForward {
         let h = t + n * dim
         t.update(from: xs, count: n * dim)
         sam2_layernorm_rows(t, n, dim, p.normWeight, p.normBias, p.eps)
+        // The bias as the product's starting value, like PyTorch's addmm (the sum's rounding follows).
         GEMM.linearRows(t, rows: n, inDim: dim, outDim: hidden, weight: p.w1, bias: p.b1, accumulate: false, into: h)
         switch p.activation {
         case .gelu: sam2_gelu(h, n * hidden)
-        case .relu: for i in 0..<(n * hidden) where h[i] < 0 { h[i] = 0 }
+        case .relu: sam2_relu(h, n * hidden)
         }
         // The residual is the second product's starting value: x + b2, then += h W2ᵀ.
         for r in 0..<n {

@@ -1,3 +1,5 @@
+import CKernels
+
 /// Pillow's `Image.resize(size)` (bicubic, a = -0.5, antialiased when shrinking) on 8-bit RGB,
 /// reproduced to the bit: the official loader resizes every frame this way, and with it our model
 /// inputs equal the official ones exactly (swscale's bicubic differs by about one grey level,
@@ -44,70 +46,40 @@ public enum PILResize {
         return (ksize, bounds, weights)
     }
 
-    @inline(__always)
-    static func clip8(_ v: Int32) -> UInt8 {
-        let s = v >> Int32(precisionBits)
-        return s < 0 ? 0 : (s > 255 ? 255 : UInt8(s))
-    }
-
     /// Resize packed RGB (`height x width x 3`) to `outWidth x outHeight`: horizontal pass first
-    /// into an 8-bit intermediate over the rows the vertical pass needs, then the vertical pass.
+    /// into an 8-bit intermediate over the rows the vertical pass needs, then the vertical pass
+    /// (Pillow's order and integer arithmetic, in C: 26 ms a 720p frame in Swift, ~4 ms there).
     public static func resizeRGB(_ rgb: [UInt8], width: Int, height: Int, outWidth: Int, outHeight: Int) -> [UInt8] {
         let needH = outWidth != width, needV = outHeight != height
         let v = coefficients(inSize: height, outSize: outHeight)
-        let h = coefficients(inSize: width, outSize: outWidth)
-        let half = Int32(1 << (precisionBits - 1))
-        var src = rgb, srcW = width, srcRows = height
+        var src = rgb
         var vBounds = v.bounds
         if needH {
+            let h = coefficients(inSize: width, outSize: outWidth)
             let first = v.bounds[0].0
             let last = v.bounds[outHeight - 1].0 + v.bounds[outHeight - 1].1
             if needV { vBounds = v.bounds.map { ($0.0 - first, $0.1) } }
-            let rows = needV ? last - first : height
-            let offset = needV ? first : 0
-            var tmp = [UInt8](repeating: 0, count: rows * outWidth * 3)
-            rgb.withUnsafeBufferPointer { s in
-                h.weights.withUnsafeBufferPointer { k in
-                    for yy in 0..<rows {
-                        let row = (yy + offset) * width * 3
-                        for xx in 0..<outWidth {
-                            let (xmin, xmax) = h.bounds[xx]
-                            var s0 = half, s1 = half, s2 = half
-                            for x in 0..<xmax {
-                                let w = k[xx * h.ksize + x]
-                                let p = row + (x + xmin) * 3
-                                s0 &+= Int32(s[p]) &* w; s1 &+= Int32(s[p + 1]) &* w; s2 &+= Int32(s[p + 2]) &* w
-                            }
-                            let o = (yy * outWidth + xx) * 3
-                            tmp[o] = clip8(s0); tmp[o + 1] = clip8(s1); tmp[o + 2] = clip8(s2)
-                        }
-                    }
+            let rows = needV ? last - first : height, offset = needV ? first : 0
+            let bounds = flat(h.bounds)
+            src = [UInt8](unsafeUninitializedCapacity: rows * outWidth * 3) { out, n in
+                rgb.withUnsafeBufferPointer { s in
+                    sam2_resample_horizontal_rgb(s.baseAddress! + offset * width * 3, rows, width, out.baseAddress!, outWidth,
+                                                 bounds, h.weights, h.ksize, Int32(precisionBits))
                 }
+                n = rows * outWidth * 3
             }
-            src = tmp
-            srcW = outWidth
-            srcRows = rows
         }
         guard needV else { return src }
-        _ = srcRows
-        var out = [UInt8](repeating: 0, count: outHeight * srcW * 3)
-        src.withUnsafeBufferPointer { s in
-            v.weights.withUnsafeBufferPointer { k in
-                for yy in 0..<outHeight {
-                    let (ymin, ymax) = vBounds[yy]
-                    for xx in 0..<srcW {
-                        var s0 = half, s1 = half, s2 = half
-                        for y in 0..<ymax {
-                            let w = k[yy * v.ksize + y]
-                            let p = ((y + ymin) * srcW + xx) * 3
-                            s0 &+= Int32(s[p]) &* w; s1 &+= Int32(s[p + 1]) &* w; s2 &+= Int32(s[p + 2]) &* w
-                        }
-                        let o = (yy * srcW + xx) * 3
-                        out[o] = clip8(s0); out[o + 1] = clip8(s1); out[o + 2] = clip8(s2)
-                    }
-                }
+        let rowBytes = outWidth * 3, bounds = flat(vBounds)
+        return [UInt8](unsafeUninitializedCapacity: outHeight * rowBytes) { out, n in
+            src.withUnsafeBufferPointer { s in
+                sam2_resample_vertical(s.baseAddress!, rowBytes, out.baseAddress!, outHeight, bounds, v.weights, v.ksize,
+                                       Int32(precisionBits))
             }
+            n = outHeight * rowBytes
         }
-        return out
     }
+
+    /// Bounds as the C passes take them: first source index and tap count, interleaved.
+    private static func flat(_ bounds: [(Int, Int)]) -> [Int32] { bounds.flatMap { [Int32($0.0), Int32($0.1)] } }
 }

@@ -41,6 +41,7 @@ struct Bench: ParsableCommand {
         let shapes: [(String, Int, Int, Int, Int, Int)] = [  // name, queries, keys, heads, head dim, value head dim
             ("memory cross-attention", 4096, 7 * 4096 + 64, 1, 256, 64),
             ("memory self-attention", 4096, 4096, 1, 256, 256),
+            ("EdgeTAM memory cross-attention", 4096, 7 * 512 + 64, 1, 256, 64),
             ("Hiera global attention", 4096, 4096, 4, 96, 96),
         ]
         // Fixed inputs in [-1, 1] (timing does not depend on them, only on their being finite).

@@ -103,4 +103,14 @@ final class TrackTests: XCTestCase {
         // Revisiting an earlier frame reads it back from the frame cache, unchanged.
         XCTAssertEqual(try ours.modelInput(at: 0, size: 256), try ref.modelInput(at: 0, size: 256))
     }
+
+    /// The same at 1024 on a 1280x720 clip: shrinking across (antialiased), enlarging down.
+    func testFramesEqualOfficialPreprocessingAt1024() throws {
+        let fixture = try TestPaths.sharedFixture("tiny_dog")
+        let ref = try TensorFrames(safetensorsPath: "\(fixture)/frames.safetensors")
+        let ours = try VideoFrameSource(path: try VideoTestSupport.sharedClip("01_dog.mp4"), limit: 2)
+        for i in 0..<2 {
+            XCTAssertEqual(maxDiff(try ref.modelInput(at: i, size: 1024).data, try ours.modelInput(at: i, size: 1024).data), 0, "frame \(i)")
+        }
+    }
 }

@@ -16,8 +16,19 @@ void sam2_softmax_interleaved(float *x, size_t rows, size_t groups, size_t count
 void sam2_gelu(float *x, size_t n);
 /// `x[r, i] = gelu(x[r, i] + bias[r])` on `rows` rows of `n` values, each row while it is in L1.
 void sam2_bias_gelu_rows(float *x, size_t rows, size_t n, const float *bias);
+/// ReLU in place.
+void sam2_relu(float *x, size_t n);
 /// `x = sigmoid(x)·scale + bias` in place (the mask as the memory encoder takes it).
 void sam2_sigmoid_affine(float *x, size_t n, float scale, float bias);
+
+/// Pillow's 8-bit resampling passes, bit for bit. `bounds` holds per output pixel (or row) its
+/// first source pixel (row) and tap count, `weights` `ksize` fixed-point taps each (`bits`
+/// fractional bits). Horizontal: `rows` rows of packed RGB, `src_width` → `out_width` pixels.
+/// Vertical: rows of `row_bytes` bytes, `out_rows` of them out.
+void sam2_resample_horizontal_rgb(const unsigned char *src, size_t rows, size_t src_width, unsigned char *out,
+                                  size_t out_width, const int *bounds, const int *weights, size_t ksize, int bits);
+void sam2_resample_vertical(const unsigned char *src, size_t row_bytes, unsigned char *out, size_t out_rows,
+                            const int *bounds, const int *weights, size_t ksize, int bits);
 
 /// `open(path, O_RDWR | O_DIRECT)`: writes that bypass the page cache (the device copies them,
 /// not the CPU). -1 where the platform or the file system has no direct I/O.
