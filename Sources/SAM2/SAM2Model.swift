@@ -38,14 +38,18 @@ public final class SAM2Model {
 
     /// Wall time spent per stage (image_encoder, memory_attention, mask_decoder, memory_encoder), for benchmarks.
     public var stageSeconds: [String: Double] = [:]
+    /// Matrix-product FLOPs counted per stage (exact when stages do not overlap: one object, no
+    /// concurrent prompts).
+    public var stageFlops: [String: Double] = [:]
 
     @inline(__always)
     func timed<T>(_ stage: String, _ body: () -> T) -> T {
-        let t0 = DispatchTime.now().uptimeNanoseconds
+        let t0 = DispatchTime.now().uptimeNanoseconds, f0 = GEMM.flops
         let r = body()
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9, flops = GEMM.flops - f0
         stageLock.lock()
         stageSeconds[stage, default: 0] += seconds
+        stageFlops[stage, default: 0] += flops
         stageLock.unlock()
         return r
     }

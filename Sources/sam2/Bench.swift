@@ -97,17 +97,18 @@ struct Bench: ParsableCommand {
         }
         let cachedClick = clickSeconds.sorted()[clickSeconds.count / 2]
 
-        var perFrame = [Double](), stages = [[String: Double]](), flops = [Double](), decode = [Double]()
-        var last = Date(), lastStages = net.stageSeconds, lastFlops = GEMM.flops, lastDecode = source.seconds
+        var perFrame = [Double](), stages = [[String: Double]](), stageFlops = [[String: Double]](), flops = [Double](), decode = [Double]()
+        var last = Date(), lastStages = net.stageSeconds, lastStageFlops = net.stageFlops, lastFlops = GEMM.flops, lastDecode = source.seconds
         try predictor.propagate { r in
             let now = Date()
             if r.frameIndex > 0 {
                 perFrame.append(now.timeIntervalSince(last))
                 stages.append(net.stageSeconds.merging(lastStages) { $0 - $1 })
+                stageFlops.append(net.stageFlops.merging(lastStageFlops) { $0 - $1 })
                 flops.append(GEMM.flops - lastFlops)
                 decode.append(source.seconds - lastDecode)
             }
-            last = now; lastStages = net.stageSeconds; lastFlops = GEMM.flops; lastDecode = source.seconds
+            last = now; lastStages = net.stageSeconds; lastStageFlops = net.stageFlops; lastFlops = GEMM.flops; lastDecode = source.seconds
         }
         guard !perFrame.isEmpty else { throw PredictorError("need at least 2 frames to time tracking") }
         func median(_ v: [Double]) -> Double { let s = v.sorted(); return s[s.count / 2] }
@@ -116,10 +117,15 @@ struct Bench: ParsableCommand {
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; sgemm \(String(format: "%.1f", sgemm)) GFLOP/s (2048^3, best before/after tracking)")
         print(String(format: "checkpoint load %.3f s, model build %.3f s", loadSeconds, buildSeconds))
         print(String(format: "first click (image encoder + decoder) %.3f s; click on a cached frame %.1f ms", firstClick, cachedClick * 1000))
-        print("stage               median s/frame")
+        // Per stage: the medians over frames, and the rate of the median frame's products (by
+        // seconds; the frames' banks grow, so each median comes from the frame in the middle).
+        print("stage               median s/frame  GFLOP (sgemm)  GFLOP/s")
         print(String(format: "decode+preprocess   %.3f", median(decode)))
         for s in ["image_encoder", "memory_attention", "mask_decoder", "memory_encoder", "spatial_perceiver"] where stages.contains(where: { $0[s] != nil }) {
-            print(s.padding(toLength: 20, withPad: " ", startingAt: 0) + String(format: "%.3f", median(stages.map { $0[s] ?? 0 })))
+            let byTime = zip(stages, stageFlops).map { ($0[s] ?? 0, $1[s] ?? 0) }.sorted { $0.0 < $1.0 }
+            let (seconds, f) = byTime[byTime.count / 2]
+            print(s.padding(toLength: 20, withPad: " ", startingAt: 0)
+                  + String(format: "%-16.3f%-15.1f%.1f", seconds, f / 1e9, seconds > 0 ? f / 1e9 / seconds : 0))
         }
         let gf = median(flops) / 1e9
         if objects > 1 { print("objects: \(objects) (one image-encoder pass per frame; stages summed over objects)") }
