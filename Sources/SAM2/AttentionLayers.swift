@@ -235,30 +235,84 @@ struct RoPEAttention {
     }
 
     func callAsFunction(q: Tensor, k: Tensor, v: Tensor, excludedKeys: Int = 0, keyFrames: Int = 0, rope: AxialRoPE) -> Tensor {
-        var qp = base.qProj(q), kp = base.kProj(k)
+        var qp = base.qProj(q)
         rope.apply(&qp, rows: qp.shape[0], heads: base.heads)
-        let rotated = kp.shape[0] - excludedKeys
-        if let keyGridSide {
-            let keyRope = table(side: keyGridSide)
-            if keyFrames > 0 && rotated > 0 {
-                let perFrame = rotated / keyFrames, plain = perFrame - keyRope.positions
-                precondition(perFrame * keyFrames == rotated && plain >= 0, "RoPEAttentionv2: \(rotated) keys in \(keyFrames) frames")
-                for f in 0..<keyFrames {
-                    keyRope.apply(&kp, rows: (f * perFrame + plain)..<((f + 1) * perFrame), heads: base.heads)
+        let rotatedRuns = rotatedKeyRuns(keys: k.shape[0], excludedKeys: excludedKeys, keyFrames: keyFrames)
+        if base.heads == 1 && v.shape[1] < internalDim {
+            return base.outProj(base.vProj(attendNarrowMemory(qp, k: k, v: v, rotated: rotatedRuns, rope: rope)))
+        }
+        var kp = base.kProj(k)
+        let keyRope = keyGridSide.map(table(side:)) ?? rope
+        for run in rotatedRuns { keyRope.apply(&kp, rows: run, heads: base.heads) }
+        return base.outProj(Attention.scaledDotProduct(q: qp, k: kp, v: base.vProj(v), heads: base.heads))
+    }
+
+    /// The runs of key rows that are rotated, each starting at its grid's position 0: all but the
+    /// last `excludedKeys` for RoPEAttention (positions repeat every grid); for RoPEAttentionv2,
+    /// the 2D latents at the end of each of the `keyFrames` memories.
+    private func rotatedKeyRuns(keys: Int, excludedKeys: Int, keyFrames: Int) -> [Range<Int>] {
+        let rotated = keys - excludedKeys
+        guard rotated > 0 else { return [] }
+        guard let keyGridSide else { return [0..<rotated] }
+        guard keyFrames > 0 else { return [] }
+        let perFrame = rotated / keyFrames, plain = perFrame - keyGridSide * keyGridSide
+        precondition(perFrame * keyFrames == rotated && plain >= 0, "RoPEAttentionv2: \(rotated) keys in \(keyFrames) frames")
+        return (0..<keyFrames).map { (($0 * perFrame + plain)..<(($0 + 1) * perFrame)) }
+    }
+
+    /// One head over narrow memory rows (`kvInDim` < the attention's width), with neither
+    /// projection of the memory side done on all of it. Values are not rotated and each softmax
+    /// row sums to one, so softmax(·)·(v Wᵥᵀ + b) = (softmax(·)·v)·Wᵥᵀ + b: attend over the raw
+    /// rows and project afterwards (the caller does). Keys that are not rotated score
+    /// `q·(Wₖ m + bₖ) = (q Wₖ)·m + q·bₖ`: queries folded once to `[q Wₖ | q·bₖ]` against `[m | 1]`,
+    /// a quarter of the width. Only the rotated keys are projected. Softmax does not care about
+    /// the keys' order: rotated ones first, then the rest, values in the same order.
+    private func attendNarrowMemory(_ qp: Tensor, k: Tensor, v: Tensor, rotated: [Range<Int>], rope: AxialRoPE) -> Tensor {
+        let nq = qp.shape[0], nk = k.shape[0], kvIn = k.shape[1], inner = internalDim
+        var plain = [Range<Int>](), at = 0
+        for run in rotated + [nk..<nk] {
+            if at < run.lowerBound { plain.append(at..<run.lowerBound) }
+            at = run.upperBound
+        }
+        func gather(_ t: Tensor, _ runs: [Range<Int>]) -> Tensor { Tensor.concatRows(runs.filter { !$0.isEmpty }.map { t.rows($0) }) }
+        let rotatedCount = rotated.reduce(0) { $0 + $1.count }, plainCount = nk - rotatedCount
+        var kp = rotatedCount > 0 ? base.kProj(gather(k, rotated)) : Tensor(zeros: [0, inner])
+        let keyRope = keyGridSide.map(table(side:)) ?? rope
+        var start = 0
+        for run in rotated {
+            keyRope.apply(&kp, rows: start..<(start + run.count), heads: 1)
+            start += run.count
+        }
+        // [m | 1] and [q Wₖ | q·bₖ]
+        let width = kvIn + 1
+        var plainKeys = [Float](repeating: 1, count: plainCount * width)
+        var row = 0
+        for run in plain {
+            for r in run {
+                for c in 0..<kvIn { plainKeys[row * width + c] = k.data[r * kvIn + c] }
+                row += 1
+            }
+        }
+        var foldWeight = [Float](repeating: 0, count: inner * width)  // [Wₖ | bₖ]: [inner, kvIn + 1]
+        for c in 0..<inner {
+            for j in 0..<kvIn { foldWeight[c * width + j] = base.kProj.weight.data[c * kvIn + j] }
+            foldWeight[c * width + kvIn] = base.kProj.bias!.data[c]
+        }
+        let foldedQueries = GEMM.matmul(qp, Tensor(shape: [inner, width], data: foldWeight))
+        let values = gather(v, rotated + plain)
+        var out = [Float](repeating: 0, count: nq * kvIn)
+        Tensor.withPointers([qp, kp, values, foldedQueries]) { p in
+            plainKeys.withUnsafeBufferPointer { pk in
+                out.withUnsafeMutableBufferPointer { o in
+                    Attention.scaledDotProduct(
+                        queries: nq,
+                        runs: [Attention.KeyRun(queries: p[0], ldq: inner, keys: p[1], ldk: inner, dim: inner, count: rotatedCount),
+                               Attention.KeyRun(queries: p[3], ldq: width, keys: pk.baseAddress!, ldk: width, dim: width,
+                                                count: plainCount)],
+                        v: p[2], ldv: kvIn, valueDim: kvIn, scale: 1 / Float(inner).squareRoot(), out: o.baseAddress!, ldo: kvIn)
                 }
             }
-        } else {
-            rope.apply(&kp, rows: rotated, heads: base.heads)
         }
-        let o: Tensor
-        if base.heads == 1 && v.shape[1] < internalDim {
-            // Values are not rotated and each softmax row sums to one, so
-            // softmax(q kᵀ)·(v Wᵀ + b) = (softmax(q kᵀ)·v)·Wᵀ + b: attending over the narrow memory
-            // rows (64 wide) and projecting afterwards does a quarter of the value-side work.
-            o = base.vProj(Attention.scaledDotProduct(q: qp, k: kp, v: v, heads: 1))
-        } else {
-            o = Attention.scaledDotProduct(q: qp, k: kp, v: base.vProj(v), heads: base.heads)
-        }
-        return base.outProj(o)
+        return Tensor(shape: [nq, kvIn], data: out)
     }
 }

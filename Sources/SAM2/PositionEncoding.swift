@@ -116,16 +116,23 @@ struct AxialRoPE {
     /// memory frame's 2D latents).
     func apply(_ x: inout Tensor, rows range: Range<Int>, heads: Int) {
         let width = x.shape[1], hd = width / heads
-        x.data.withUnsafeMutableBufferPointer { p in
-            for r in range {
-                let pos = ((r - range.lowerBound) % positions) * pairs
-                for h in 0..<heads {
-                    let base = r * width + h * hd
-                    for i in 0..<pairs {
-                        let a = p[base + 2 * i], b = p[base + 2 * i + 1]
-                        let c = cos[pos + i], s = sin[pos + i]
-                        p[base + 2 * i] = a * c - b * s
-                        p[base + 2 * i + 1] = a * s + b * c
+        x.data.withUnsafeMutableBufferPointer { buffer in
+            let p = buffer.baseAddress!
+            cos.withUnsafeBufferPointer { cosines in
+                sin.withUnsafeBufferPointer { sines in
+                    parallelChunks(range.count, minimumChunk: 256) { chunk in
+                        for r in (range.lowerBound + chunk.lowerBound)..<(range.lowerBound + chunk.upperBound) {
+                            let pos = ((r - range.lowerBound) % positions) * pairs
+                            for h in 0..<heads {
+                                let base = r * width + h * hd
+                                for i in 0..<pairs {
+                                    let a = p[base + 2 * i], b = p[base + 2 * i + 1]
+                                    let c = cosines[pos + i], s = sines[pos + i]
+                                    p[base + 2 * i] = a * c - b * s
+                                    p[base + 2 * i + 1] = a * s + b * c
+                                }
+                            }
+                        }
                     }
                 }
             }

@@ -91,12 +91,41 @@ public enum Attention {
     /// of the time; 512 x 256 measured 4-8% faster than 256 x 512 on EdgeTAM's memory attention).
     public static var queryBlock = 512
 
-    /// Flash-style attention for long key sequences. Each (head, query block) is an independent
-    /// task on one core: keys in blocks of `keyBlock` with an online softmax (running max and sum
-    /// per query, output rescaled as the max grows), so scores never leave the cache.
+    /// One run of keys and the queries that score them: row i of `queries` (`ldq` apart, `dim`
+    /// wide) against `count` rows of `keys` (`ldk` apart). Queries may differ per run (a run of
+    /// keys whose projection was folded into its queries), the values are shared: run after run
+    /// in one array.
+    public struct KeyRun {
+        public var queries: UnsafePointer<Float>, ldq: Int
+        public var keys: UnsafePointer<Float>, ldk: Int
+        public var dim: Int, count: Int
+        public init(queries: UnsafePointer<Float>, ldq: Int, keys: UnsafePointer<Float>, ldk: Int, dim: Int, count: Int) {
+            self.queries = queries; self.ldq = ldq; self.keys = keys; self.ldk = ldk; self.dim = dim; self.count = count
+        }
+    }
+
+    /// `softmax(scale · [q₁k₁ᵀ | q₂k₂ᵀ | …]) v` over several runs of keys, one head: `v` holds
+    /// the values of every run in turn (`[Σ count, dv]`, rows `ldv` apart); writes `[queries, dv]`.
+    public static func scaledDotProduct(queries nq: Int, runs: [KeyRun], v: UnsafePointer<Float>, ldv: Int, valueDim dv: Int,
+                                        scale: Float, out: UnsafeMutablePointer<Float>, ldo: Int) {
+        precondition(runs.contains { $0.count > 0 }, "attention: no keys")
+        flash(queries: nq, runs: runs.filter { $0.count > 0 }, headStride: 0, heads: 1, v: v, ldv: ldv, valueHeadDim: dv,
+              out: out, ldo: ldo, scale: scale)
+    }
+
     static func flash(q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int,
                       v: UnsafePointer<Float>, ldv: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
                       queries nq: Int, keys nk: Int, heads: Int, headDim d: Int, valueHeadDim dv: Int, scale s: Float) {
+        flash(queries: nq, runs: [KeyRun(queries: q, ldq: ldq, keys: k, ldk: ldk, dim: d, count: nk)], headStride: d,
+              heads: heads, v: v, ldv: ldv, valueHeadDim: dv, out: out, ldo: ldo, scale: s)
+    }
+
+    /// Flash-style attention for long key sequences. Each (head, query block) is an independent
+    /// task on one core: keys in blocks of `keyBlock` with an online softmax (running max and sum
+    /// per query, output rescaled as the max grows), so scores never leave the cache. Head h's
+    /// queries and keys start `h·headStride` floats on, its values and output `h·dv`.
+    static func flash(queries nq: Int, runs: [KeyRun], headStride: Int, heads: Int, v: UnsafePointer<Float>, ldv: Int,
+                      valueHeadDim dv: Int, out: UnsafeMutablePointer<Float>, ldo: Int, scale s: Float) {
         let kb = keyBlock, qb = queryBlock
         let queryBlocks = (nq + qb - 1) / qb
         Parallelism.independentTasks(heads * queryBlocks) { task in
@@ -107,19 +136,23 @@ public enum Attention {
             defer { scratch.deallocate() }
             let sp = scratch, mp = scratch + qb * kb, lp = mp + qb
             for r in 0..<rows {
-                (o + r * ldo).update(repeating: 0, count: dv)
                 mp[r] = -.infinity
                 lp[r] = 0
             }
-            var k0 = 0
-            while k0 < nk {
-                let n = min(kb, nk - k0)
-                GEMM.sgemm(transB: true, m: rows, n: n, k: d, alpha: s,
-                           a: q + q0 * ldq + h * d, lda: ldq, b: k + k0 * ldk + h * d, ldb: ldk, c: sp, ldc: kb)
-                sam2_online_softmax_block(sp, rows, n, kb, mp, lp, o, ldo, dv)
-                GEMM.sgemm(m: rows, n: dv, k: n, a: sp, lda: kb, b: v + k0 * ldv + h * dv, ldb: ldv,
-                           beta: 1, c: o, ldc: ldo)
-                k0 += n
+            var first = true, base = 0  // the first block's product initialises the output
+            for run in runs {
+                var k0 = 0
+                while k0 < run.count {
+                    let n = min(kb, run.count - k0)
+                    GEMM.sgemm(transB: true, m: rows, n: n, k: run.dim, alpha: s, a: run.queries + q0 * run.ldq + h * headStride,
+                               lda: run.ldq, b: run.keys + k0 * run.ldk + h * headStride, ldb: run.ldk, c: sp, ldc: kb)
+                    sam2_online_softmax_block(sp, rows, n, kb, mp, lp, first ? nil : o, ldo, first ? 0 : dv)
+                    GEMM.sgemm(m: rows, n: dv, k: n, a: sp, lda: kb, b: v + (base + k0) * ldv + h * dv, ldb: ldv,
+                               beta: first ? 0 : 1, c: o, ldc: ldo)
+                    first = false
+                    k0 += n
+                }
+                base += run.count
             }
             for i in 0..<rows {
                 let inv = 1 / lp[i]

@@ -142,6 +142,30 @@ final class KernelTests: XCTestCase {
         assertClose(out, reference.data, tolerance: 1e-5, "split-by-keys attention")
     }
 
+    /// Runs of keys with their own queries (the memory's rotated keys, then the plain ones against
+    /// folded queries) against the definition: one softmax over every run's scores.
+    func testAttentionOverKeyRunsMatchesDefinition() {
+        let nq = 600, n1 = 300, n2 = 70, d1 = 32, d2 = 9, dv = 16, scale: Float = 0.3  // two query blocks; partial key blocks
+        let q1 = random([nq, d1]), k1 = random([n1, d1]), q2 = random([nq, d2]), k2 = random([n2, d2]), v = random([n1 + n2, dv])
+        var out = [Float](repeating: 0, count: nq * dv)
+        Tensor.withPointers([q1, k1, q2, k2, v]) { p in
+            out.withUnsafeMutableBufferPointer { o in
+                Attention.scaledDotProduct(queries: nq, runs: [Attention.KeyRun(queries: p[0], ldq: d1, keys: p[1], ldk: d1, dim: d1, count: n1),
+                                                               Attention.KeyRun(queries: p[2], ldq: d2, keys: p[3], ldk: d2, dim: d2, count: n2)],
+                                           v: p[4], ldv: dv, valueDim: dv, scale: scale, out: o.baseAddress!, ldo: dv)
+            }
+        }
+        var reference = [Float]()
+        for i in 0..<nq {
+            var scores = [Double]()
+            for j in 0..<n1 { scores.append((0..<d1).reduce(0.0) { $0 + Double(q1.data[i * d1 + $1]) * Double(k1.data[j * d1 + $1]) }) }
+            for j in 0..<n2 { scores.append((0..<d2).reduce(0.0) { $0 + Double(q2.data[i * d2 + $1]) * Double(k2.data[j * d2 + $1]) }) }
+            let top = scores.max()!, e = scores.map { exp(Double(scale) * ($0 - top)) }, total = e.reduce(0, +)
+            for c in 0..<dv { reference.append(Float((0..<(n1 + n2)).reduce(0.0) { $0 + e[$1] * Double(v.data[$1 * dv + c]) } / total)) }
+        }
+        assertClose(out, reference, tolerance: 1e-5, "attention over key runs")
+    }
+
     private func columns(_ t: Tensor, _ r: Range<Int>) -> Tensor {
         Tensor(shape: [t.shape[0], r.count], data: (0..<t.shape[0]).flatMap { i in t.data[(i * t.shape[1] + r.lowerBound)..<(i * t.shape[1] + r.upperBound)] })
     }
