@@ -1,5 +1,6 @@
 import SAM2Checkpoint
 import SAM2Tensor
+import CKernels
 
 /// EdgeTAM's spatial perceiver (`PerceiverResampler`): each memory frame, `[memDim, 64, 64]` out of
 /// the memory encoder at 1024, becomes 512 tokens before memory attention — 256 global latents
@@ -26,14 +27,8 @@ struct PerceiverResampler {
         /// Keys and values `[N, inner]` of `x` (`to_kv(norm_x(x)).chunk(2)`), plus `pos` on both.
         func keysValues(_ x: Tensor, pos: Tensor?) -> (k: Tensor, v: Tensor) {
             let kv = toKV((normKeys ?? normQueries)(x))
-            let inner = kv.shape[1] / 2, n = kv.shape[0]
-            var k = Tensor(zeros: [n, inner]), v = Tensor(zeros: [n, inner])
-            for r in 0..<n {
-                for c in 0..<inner {
-                    k.data[r * inner + c] = kv.data[r * 2 * inner + c]
-                    v.data[r * inner + c] = kv.data[r * 2 * inner + inner + c]
-                }
-            }
+            let inner = kv.shape[1] / 2
+            var k = kv.columns(0..<inner), v = kv.columns(inner..<(2 * inner))
             if let pos { k += pos; v += pos }
             return (k, v)
         }
@@ -133,33 +128,61 @@ struct PerceiverResampler {
         let c = x.shape[0], h = x.shape[1], w = x.shape[2]
         let side = Int(Double(latents.shape[0]).squareRoot()), window = h / side, perWindow = window * window
         // Pixels regrouped window by window (`window_partition`), row-major within each window.
-        var grouped = Tensor(zeros: [side * side * perWindow, c])
-        for wy in 0..<side {
-            for wx in 0..<side {
-                for y in 0..<window {
-                    for xx in 0..<window {
-                        let row = ((wy * side + wx) * window + y) * window + xx
-                        let py = wy * window + y, px = wx * window + xx
-                        for ch in 0..<c { grouped.data[row * c + ch] = x.data[(ch * h + py) * w + px] }
+        var grouped = [Float](repeating: 0, count: side * side * perWindow * c)
+        x.data.withUnsafeBufferPointer { xp in
+            for wy in 0..<side {
+                for wx in 0..<side {
+                    for y in 0..<window {
+                        for xx in 0..<window {
+                            let row = ((wy * side + wx) * window + y) * window + xx
+                            let pixel = (wy * window + y) * w + wx * window + xx
+                            for ch in 0..<c { grouped[row * c + ch] = xp[ch * h * w + pixel] }
+                        }
                     }
                 }
             }
         }
+        let pixels = Tensor(shape: [side * side * perWindow, c], data: grouped)
         var l = latents
-        let n = latents.shape[0]
         for layer in layers {
-            let (k, v) = layer.attn.keysValues(grouped, pos: nil)
+            let (k, v) = layer.attn.keysValues(pixels, pos: nil)
             let q = layer.attn.toQ(layer.attn.normQueries(l))
-            let inner = q.shape[1], heads = layer.attn.heads, hd = inner / heads
-            var attended = Tensor(zeros: [n, inner])
-            for i in 0..<n {
-                let qi = Tensor(shape: [1, inner], data: Array(q.data[(i * inner)..<((i + 1) * inner)]))
-                let rows = (i * perWindow)..<((i + 1) * perWindow)
-                let o = Attention.scaledDotProduct(q: qi, k: k.rows(rows), v: v.rows(rows), heads: heads, scale: 1 / Float(hd).squareRoot())
-                attended.data.replaceSubrange((i * inner)..<((i + 1) * inner), with: o.data)
-            }
+            let attended = Self.windowAttention(q: q, k: k, v: v, heads: layer.attn.heads, perWindow: perWindow)
             l = layer.afterCrossAttention(l + layer.attn.toOut(attended), separately: true)
         }
         return norm(l)
+    }
+
+    /// Latent i attends to window i alone: rows `i·perWindow ..< (i+1)·perWindow` of `k` and `v`
+    /// (a handful of keys, so plain loops, latents spread over the cores).
+    private static func windowAttention(q: Tensor, k: Tensor, v: Tensor, heads: Int, perWindow: Int) -> Tensor {
+        let n = q.shape[0], inner = q.shape[1], hd = inner / heads, scale = 1 / Float(hd).squareRoot()
+        var out = [Float](repeating: 0, count: n * inner)
+        Tensor.withPointers([q, k, v]) { p in
+            out.withUnsafeMutableBufferPointer { o in
+                let (qp, kp, vp, op) = (p[0], p[1], p[2], o.baseAddress!)
+                parallelChunks(n, minimumChunk: 32) { chunk in
+                    let scores = UnsafeMutablePointer<Float>.allocate(capacity: perWindow)
+                    defer { scores.deallocate() }
+                    for i in chunk {
+                        for h in 0..<heads {
+                            let query = qp + i * inner + h * hd, output = op + i * inner + h * hd
+                            for j in 0..<perWindow {
+                                let key = kp + (i * perWindow + j) * inner + h * hd
+                                var dot: Float = 0
+                                for d in 0..<hd { dot += query[d] * key[d] }
+                                scores[j] = dot * scale
+                            }
+                            sam2_softmax_rows(scores, 1, perWindow)
+                            for j in 0..<perWindow {
+                                let value = vp + (i * perWindow + j) * inner + h * hd, weight = scores[j]
+                                for d in 0..<hd { output[d] += weight * value[d] }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return Tensor(shape: [n, inner], data: out)
     }
 }

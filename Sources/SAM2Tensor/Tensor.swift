@@ -51,6 +51,19 @@ public struct Tensor: Equatable, CustomStringConvertible {
         return Tensor(shape: s, data: Array(data[(range.lowerBound * n)..<(range.upperBound * n)]))
     }
 
+    /// Columns `range` of a `[rows, n]` tensor.
+    public func columns(_ range: Range<Int>) -> Tensor {
+        precondition(rank == 2 && range.lowerBound >= 0 && range.upperBound <= shape[1], "columns \(range) of \(shape)")
+        let rows = shape[0], n = shape[1], w = range.count
+        let out = [Float](unsafeUninitializedCapacity: rows * w) { o, count in
+            data.withUnsafeBufferPointer { d in
+                for r in 0..<rows { (o.baseAddress! + r * w).update(from: d.baseAddress! + r * n + range.lowerBound, count: w) }
+            }
+            count = rows * w
+        }
+        return Tensor(shape: [rows, w], data: out)
+    }
+
     /// Concatenate along dim 0.
     public static func concatRows(_ parts: [Tensor]) -> Tensor {
         precondition(!parts.isEmpty)

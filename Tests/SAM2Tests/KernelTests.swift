@@ -166,10 +166,6 @@ final class KernelTests: XCTestCase {
         assertClose(out, reference, tolerance: 1e-5, "attention over key runs")
     }
 
-    private func columns(_ t: Tensor, _ r: Range<Int>) -> Tensor {
-        Tensor(shape: [t.shape[0], r.count], data: (0..<t.shape[0]).flatMap { i in t.data[(i * t.shape[1] + r.lowerBound)..<(i * t.shape[1] + r.upperBound)] })
-    }
-
     private func sideBySide(_ a: Tensor, _ b: Tensor) -> Tensor {
         let (wa, wb) = (a.shape[1], b.shape[1])
         var data = [Float]()
@@ -191,8 +187,8 @@ final class KernelTests: XCTestCase {
                                  heads: heads, ldk: ld, ldv: ld, extra: (p[1], p[3], e), scale: 0.6, into: &out)
         }
         for h in 0..<heads {
-            let keys = sideBySide(columns(kv, (h * d)..<((h + 1) * d)), f)
-            let values = sideBySide(columns(kv, (heads * d + h * dv)..<(heads * d + (h + 1) * dv)), f)
+            let keys = sideBySide(kv.columns((h * d)..<((h + 1) * d)), f)
+            let values = sideBySide(kv.columns((heads * d + h * dv)..<(heads * d + (h + 1) * dv)), f)
             let queries = sideBySide(q.rows((h * rows)..<((h + 1) * rows)), qe.rows((h * rows)..<((h + 1) * rows)))
             let reference = Attention.scaledDotProduct(q: queries, k: keys, v: values, heads: 1, scale: 0.6)
             assertClose(Array(out[(h * rows * (dv + e))..<((h + 1) * rows * (dv + e))]), reference.data, tolerance: 1e-5, "head \(h)")
