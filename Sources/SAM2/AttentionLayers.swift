@@ -214,6 +214,9 @@ struct RoPEAttention {
     let queryGridSide: Int?, keyGridSide: Int?
     /// The rotation tables depend only on the grid: built once per size, not per call.
     private static let ropeTables = Memo<[Float], AxialRoPE>()
+    /// One head over narrow memory rows: the value and output projections composed into one
+    /// linear from the attended raw rows (`Wₒ Wᵥ`, `Wₒ bᵥ + bₒ`), as nothing lies between them.
+    private let valueOut: Linear?
 
     init(_ w: WeightStore, _ prefix: String, dim: Int, heads: Int, downsampleRate: Int, kvInDim: Int?, theta: Float,
          queryGridSide: Int? = nil, keyGridSide: Int? = nil) throws {
@@ -222,6 +225,13 @@ struct RoPEAttention {
         internalDim = dim / downsampleRate
         self.queryGridSide = queryGridSide
         self.keyGridSide = keyGridSide
+        if heads == 1, let kvInDim, kvInDim < internalDim {
+            let (wv, wo) = (base.vProj, base.outProj)
+            let bias = GEMM.linear(wv.bias!.reshaped([1, internalDim]), weight: wo.weight, bias: wo.bias).reshaped([dim])
+            valueOut = Linear(weight: GEMM.matmul(wo.weight, wv.weight), bias: bias)
+        } else {
+            valueOut = nil
+        }
     }
 
     private func table(side: Int) -> AxialRoPE {
@@ -238,8 +248,8 @@ struct RoPEAttention {
         var qp = base.qProj(q)
         rope.apply(&qp, rows: qp.shape[0], heads: base.heads)
         let rotatedRuns = rotatedKeyRuns(keys: k.shape[0], excludedKeys: excludedKeys, keyFrames: keyFrames)
-        if base.heads == 1 && v.shape[1] < internalDim {
-            return base.outProj(base.vProj(attendNarrowMemory(qp, k: k, v: v, rotated: rotatedRuns, rope: rope)))
+        if let valueOut {
+            return valueOut(attendNarrowMemory(qp, k: k, v: v, rotated: rotatedRuns, rope: rope))
         }
         var kp = base.kProj(k)
         let keyRope = keyGridSide.map(table(side:)) ?? rope
@@ -263,7 +273,7 @@ struct RoPEAttention {
     /// One head over narrow memory rows (`kvInDim` < the attention's width), with neither
     /// projection of the memory side done on all of it. Values are not rotated and each softmax
     /// row sums to one, so softmax(·)·(v Wᵥᵀ + b) = (softmax(·)·v)·Wᵥᵀ + b: attend over the raw
-    /// rows and project afterwards (the caller does). Keys that are not rotated score
+    /// rows and project afterwards (the caller does, with `valueOut`). Keys that are not rotated score
     /// `q·(Wₖ m + bₖ) = (q Wₖ)·m + q·bₖ`: queries folded once to `[q Wₖ | q·bₖ]` against `[m | 1]`,
     /// a quarter of the width. Only the rotated keys are projected. Softmax does not care about
     /// the keys' order: rotated ones first, then the rest, values in the same order.

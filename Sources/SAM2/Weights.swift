@@ -53,6 +53,12 @@ struct Linear {
         self.bias = bias ? try w.take("\(prefix).bias", [outDim]) : nil
     }
 
+    /// A linear made at load time (two composed ones).
+    init(weight: Tensor, bias: Tensor?) {
+        self.weight = weight
+        self.bias = bias
+    }
+
     var outDim: Int { weight.shape[0] }
 
     func callAsFunction(_ x: Tensor) -> Tensor { GEMM.linear(x, weight: weight, bias: bias) }
