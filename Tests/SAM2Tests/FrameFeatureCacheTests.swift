@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-import SAM2
+@testable import SAM2
 import SAM2Checkpoint
 import SAM2Tensor
 
@@ -67,5 +67,17 @@ final class FrameFeatureCacheTests: XCTestCase {
             XCTAssertEqual(got.levels[1].data, levels[1].data)
             XCTAssertEqual(got.levels.map(\.shape), levels.map(\.shape))
         }
+    }
+
+    /// Spilled tensors read back bit for bit, before and after their (background) writes land,
+    /// whatever their sizes (direct writes are padded to whole blocks).
+    func testSpillFileReadsBackExactly() throws {
+        let file = try XCTUnwrap(SpillFile())
+        let sizes = [1, 1023, 1024, 5000, 300_000]
+        let tensors = sizes.enumerated().map { i, n in (0..<n).map { Float($0 % 977) * 0.37 - Float(i) } }
+        let offsets = try tensors.map { try XCTUnwrap(file.write($0)) }
+        for (t, o) in zip(tensors, offsets) { XCTAssertEqual(file.read(offset: o, count: t.count), t) }
+        file.waitForWrites()
+        for (t, o) in zip(tensors, offsets).reversed() { XCTAssertEqual(file.read(offset: o, count: t.count), t) }
     }
 }
