@@ -338,6 +338,30 @@ AVX2 static void bias_gelu_rows_avx2(float *x, size_t rows, size_t n, const floa
 }
 #endif
 
+static void scale_shift_rows_generic(float *x, size_t rows, size_t n, size_t stride, const float *scale, const float *shift) {
+    for (size_t r = 0; r < rows; r++) {
+        float *row = x + r * stride;
+        const float g = scale ? scale[r] : 1.0f, b = shift[r];
+        for (size_t i = 0; i < n; i++) { float v = scale ? row[i] * g : row[i]; row[i] = v + b; }
+    }
+}
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+AVX2 static void scale_shift_rows_avx2(float *x, size_t rows, size_t n, size_t stride, const float *scale, const float *shift) {
+    for (size_t r = 0; r < rows; r++) {
+        float *row = x + r * stride;
+        const __m256 g = _mm256_set1_ps(scale ? scale[r] : 1.0f), b = _mm256_set1_ps(shift[r]);
+        size_t i = 0;
+        if (scale) for (; i + 8 <= n; i += 8) _mm256_storeu_ps(row + i, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(row + i), g), b));
+        else for (; i + 8 <= n; i += 8) _mm256_storeu_ps(row + i, _mm256_add_ps(_mm256_loadu_ps(row + i), b));
+        scale_shift_rows_generic(row + i, 1, n - i, stride, scale ? scale + r : NULL, shift + r);
+    }
+}
+#endif
+
+void sam2_scale_shift_rows(float *x, size_t rows, size_t n, size_t stride, const float *scale, const float *shift) {
+    DISPATCH(scale_shift_rows_avx2(x, rows, n, stride, scale, shift), scale_shift_rows_generic(x, rows, n, stride, scale, shift));
+}
+
 static void relu_generic(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = x[i] < 0 ? 0 : x[i];  // NaN stays NaN, as in PyTorch
 }

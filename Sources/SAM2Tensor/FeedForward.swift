@@ -140,21 +140,22 @@ extension FeedForward {
         var source = input
         let c = x.shape[0], hidden = w1.shape[0], pixels = x.count / c
         precondition(w1.count == hidden * c && w2.count == c * hidden && b1.count == hidden && b2.count == c
-                     && (source?.shape ?? x.shape) == x.shape, "channel MLP: \(x.shape), \(w1.shape), \(w2.shape)")
+                     && (source?.shape ?? x.shape) == x.shape && (scale == nil || source == nil),
+                     "channel MLP: \(x.shape), \(w1.shape), \(w2.shape)")
         // 512 columns (best measured for RepViT's 96-768 hidden channels); fewer for wider ones.
         let slab = hidden <= 768 ? 512 : 256
-        Tensor.withPointers([w1, b1, w2, b2] + (norm.map { [$0.weight, $0.bias] } ?? [])) { p in
+        // The gate scales the MLP's input and the residual: folded into W1's columns for the
+        // first, applied with the bias in one pass for the second.
+        var gatedW1 = w1
+        if let scale {
+            for o in 0..<hidden { for i in 0..<c { gatedW1.data[o * c + i] *= scale[i] } }
+        }
+        Tensor.withPointers([gatedW1, b1, w2, b2] + (norm.map { [$0.weight, $0.bias] } ?? [])) { p in
             x.data.withUnsafeMutableBufferPointer { px in
                 let xp = px.baseAddress!
                 /// The MLP on every slab of `up`'s pixels (`x` itself, or the separate input).
                 func run(_ up: UnsafeMutablePointer<Float>) {
                     GEMM.forEachRowSlab(pixels, slab: slab, work: Double(pixels) * Double(c) * Double(hidden)) { p0, n in
-                        if let scale {
-                            for r in 0..<c {
-                                let row = up + r * pixels + p0, g = scale[r]
-                                for i in 0..<n { row[i] *= g }
-                            }
-                        }
                         if let norm {
                             layerNormChannelsInPlace(up + p0, channels: c, pixels: n, channelStride: pixels, weight: p[4], bias: p[5],
                                                      eps: norm.eps)
@@ -163,10 +164,7 @@ extension FeedForward {
                         defer { h.deallocate() }
                         GEMM.sgemm(m: hidden, n: n, k: c, a: p[0], lda: c, b: up + p0, ldb: pixels, c: h, ldc: n, serial: true)
                         sam2_bias_gelu_rows(h, hidden, n, p[1])
-                        for r in 0..<c {
-                            let row = xp + r * pixels + p0, b = p[3][r]
-                            for i in 0..<n { row[i] += b }
-                        }
+                        sam2_scale_shift_rows(xp + p0, c, n, pixels, scale, p[3])
                         GEMM.sgemm(m: c, n: n, k: hidden, a: p[2], lda: hidden, b: h, ldb: n, beta: 1, c: xp + p0, ldc: pixels,
                                    serial: true)
                     }

@@ -16,6 +16,9 @@ void sam2_softmax_interleaved(float *x, size_t rows, size_t groups, size_t count
 void sam2_gelu(float *x, size_t n);
 /// `x[r, i] = gelu(x[r, i] + bias[r])` on `rows` rows of `n` values, each row while it is in L1.
 void sam2_bias_gelu_rows(float *x, size_t rows, size_t n, const float *bias);
+/// `x[r, i] = x[r, i]·scale[r] + shift[r]` (without `scale` when it is NULL) on `rows` rows of
+/// `n` values, `stride` apart: a per-channel gate and bias in one pass.
+void sam2_scale_shift_rows(float *x, size_t rows, size_t n, size_t stride, const float *scale, const float *shift);
 /// ReLU in place.
 void sam2_relu(float *x, size_t n);
 /// `x = sigmoid(x)·scale + bias` in place (the mask as the memory encoder takes it).
