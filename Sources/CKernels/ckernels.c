@@ -10,6 +10,7 @@
 #include <malloc.h>
 #endif
 #if defined(__linux__)
+#include <dlfcn.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -742,6 +743,16 @@ void sam2_keep_freed_memory(void) {
 #if defined(__GLIBC__)
     mallopt(M_MMAP_MAX, 0);               // large blocks come from the heap too...
     mallopt(M_TRIM_THRESHOLD, 0x7fffffff); // ...and stay there when freed
+#endif
+}
+
+const char *sam2_blas_corename(void) {
+#if defined(__linux__)
+    // Looked up rather than linked: only OpenBLAS's DYNAMIC_ARCH builds have it.
+    const char *(*corename)(void) = (const char *(*)(void))dlsym(RTLD_DEFAULT, "gotoblas_corename");
+    return corename ? corename() : NULL;
+#else
+    return NULL;
 #endif
 }
 

@@ -17,10 +17,14 @@ public enum GEMM {
     /// And glibc's malloc keeps freed blocks instead of unmapping them: every frame allocates the
     /// same few hundred MB of activations, and fresh mappings cost a page fault per 4 KB
     /// (a quarter of the image encoder's time before this).
-    private static let singleThreadedBLAS: Void = {
+    private static let setUpBLAS: Void = {
         openblas_set_num_threads(1)
         sam2_keep_freed_memory()
     }()
+
+    /// OpenBLAS's kernel set (e.g. "Haswell" for AVX2, "SkylakeX" for AVX-512), for benchmarks:
+    /// sgemm's rate depends on it, and OPENBLAS_CORETYPE overrides OpenBLAS's choice.
+    public static var kernels: String { sam2_blas_corename().map { String(cString: $0) } ?? "unknown" }
 
     /// `C[m,n] = alpha * op(A) · op(B) + beta * C`, row-major, on raw pointers with leading dimensions.
     /// Products of more than ~2 MFLOP are split into fixed slabs of C (256 rows, or when C is short,
@@ -62,7 +66,7 @@ public enum GEMM {
     static func blas(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
                              _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
                              _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
-        _ = singleThreadedBLAS
+        _ = setUpBLAS
         // For beta = 0 OpenBLAS first clears C with a scalar loop, about a store per cycle: 10% of
         // an attention score product (k = 96). Clearing it with memset and accumulating (beta = 1)
         // is the same arithmetic to the bit, since its kernels always add the product to C.
@@ -150,7 +154,7 @@ public enum GEMM {
     /// (the caller does).
     public static func linearRows(_ x: UnsafePointer<Float>, rows: Int, inDim: Int, outDim: Int, weight: UnsafePointer<Float>,
                            bias: UnsafePointer<Float>?, accumulate: Bool, into c: UnsafeMutablePointer<Float>) {
-        _ = singleThreadedBLAS
+        _ = setUpBLAS
         if let bias { for r in 0..<rows { (c + r * outDim).update(from: bias, count: outDim) } }
         if rows == 1 {  // one token: a matrix-vector product reads the weight once, without packing it
             cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outDim), Int32(inDim), 1, weight, Int32(inDim), x, 1,

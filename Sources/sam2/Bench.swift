@@ -114,7 +114,7 @@ struct Bench: ParsableCommand {
         func median(_ v: [Double]) -> Double { let s = v.sorted(); return s[s.count / 2] }
         let med = median(perFrame)
         let sgemm = max(sgemmBefore, measureSGEMM())
-        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; sgemm \(String(format: "%.1f", sgemm)) GFLOP/s (2048^3, best before/after tracking)")
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; sgemm \(String(format: "%.1f", sgemm)) GFLOP/s (2048^3, best before/after tracking; OpenBLAS \(GEMM.kernels) kernels)")
         print(String(format: "checkpoint load %.3f s, model build %.3f s", loadSeconds, buildSeconds))
         print(String(format: "first click (image encoder + decoder) %.3f s; click on a cached frame %.1f ms", firstClick, cachedClick * 1000))
         // Per stage: the medians over frames, and the rate of the median frame's products (by
@@ -154,7 +154,7 @@ struct Bench: ParsableCommand {
             clickTimes.append(try timed { _ = try predictor.predict(points: [(x, y)], labels: [1]) })
             decoderTimes.append((net.stageSeconds["mask_decoder"] ?? 0) - before)
         }
-        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; image \(image.width)x\(image.height)")
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; image \(image.width)x\(image.height); OpenBLAS \(GEMM.kernels) kernels")
         print(String(format: "set_image %.3f s", setImage))
         print(String(format: "RESULT click_ms=%.2f (median of %d; 3 masks at %dx%d; of which the mask decoder %.2f ms)",
                      median(clickTimes) * 1000, clickTimes.count, image.width, image.height, median(decoderTimes) * 1000))

@@ -82,6 +82,9 @@ size_t sam2_count_above(const float *x, size_t n, float t);
 /// a no-op elsewhere). Every frame allocates the same activations again, and fresh mappings
 /// cost a page fault per 4 KB.
 void sam2_keep_freed_memory(void);
+/// The name of the kernel set OpenBLAS chose for this CPU (or OPENBLAS_CORETYPE named), e.g.
+/// "Haswell" (AVX2) or "SkylakeX" (AVX-512); NULL when the BLAS does not tell.
+const char *sam2_blas_corename(void);
 #endif
 
 #ifndef SAM2_CKERNELS_UPSCALE
