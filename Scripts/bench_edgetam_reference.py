@@ -1,6 +1,7 @@
 """The official EdgeTAM code on the CPU (its own predictor), for Scripts/bench_edgetam.sh: the
 first FRAMES frames of VIDEO as a JPEG folder (what its predictor reads), one click at the centre
-of frame 0, then propagation; prints seconds per tracked frame (median) and peak RSS.
+of frame 0, then propagation; prints seconds per tracked frame (median), the same per stage
+(forward hooks on the model's parts), PyTorch's CPU capability (AVX2, AVX512) and peak RSS.
 
     python bench_edgetam_reference.py EDGETAM_REPO CHECKPOINT VIDEO FRAMES
 
@@ -28,6 +29,15 @@ with tempfile.TemporaryDirectory() as folder:
     predictor = build_sam2_video_predictor("configs/edgetam.yaml", ckpt_path=None, device="cpu")
     state_dict = torch.load(ckpt, map_location="cpu", weights_only=True)["model"]
     predictor.load_state_dict(state_dict, strict=True)
+    # Per-stage time: each part's forward calls, summed per tracked frame.
+    stages = ["image_encoder", "memory_attention", "sam_mask_decoder", "memory_encoder", "spatial_perceiver"]
+    spent = {name: 0.0 for name in stages}
+    for name in stages:
+        module = getattr(predictor, name)
+        module.register_forward_pre_hook(lambda m, a: setattr(m, "_bench_start", time.perf_counter()))
+        module.register_forward_hook(
+            lambda m, a, o, name=name: spent.__setitem__(name, spent[name] + time.perf_counter() - m._bench_start))
+    per_frame = {name: [] for name in stages}
     with torch.inference_mode():
         state = predictor.init_state(folder)
         w, h = state["video_width"], state["video_height"]
@@ -38,5 +48,11 @@ with tempfile.TemporaryDirectory() as folder:
             now = time.time()
             times.append(now - last)
             last = now
+            for name in stages:
+                per_frame[name].append(spent[name])
+                spent[name] = 0.0
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+for name in stages:
+    print(f"{name:<20}{statistics.median(per_frame[name][1:]):.3f}")
+print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads")
 print(f"RESULT official_edgetam_s_per_frame={statistics.median(times[1:]):.4f} frames={len(times) - 1} peak_rss_mb={rss:.0f}")
