@@ -15,6 +15,7 @@
 # checked against the git blob id the official repository's tree gives it (a SHA-1 of the
 # content, pinned below), and its SHA-256 is printed.
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 here="$(cd "$(dirname "$0")" && pwd)"
 dest="${SAM2_CHECKPOINTS:-$HOME/.cache/sam2/checkpoints}"
 mkdir -p "$dest"
