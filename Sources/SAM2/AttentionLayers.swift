@@ -214,9 +214,10 @@ struct RoPEAttention {
     let queryGridSide: Int?, keyGridSide: Int?
     /// The rotation tables depend only on the grid: built once per size, not per call.
     private static let ropeTables = Memo<[Float], AxialRoPE>()
-    /// One head over narrow memory rows: the value and output projections composed into one
-    /// linear from the attended raw rows (`Wₒ Wᵥ`, `Wₒ bᵥ + bₒ`), as nothing lies between them.
-    private let valueOut: Linear?
+    /// One head over narrow memory rows, made at load: the value and output projections composed
+    /// into one linear from the attended raw rows (`Wₒ Wᵥ`, `Wₒ bᵥ + bₒ`), as nothing lies between
+    /// them; and `[Wₖ | bₖ]` (`[inner, kvIn + 1]`), which folds queries for the keys not rotated.
+    private let narrowMemory: (valueOut: Linear, keyFold: Tensor)?
 
     init(_ w: WeightStore, _ prefix: String, dim: Int, heads: Int, downsampleRate: Int, kvInDim: Int?, theta: Float,
          queryGridSide: Int? = nil, keyGridSide: Int? = nil) throws {
@@ -226,11 +227,17 @@ struct RoPEAttention {
         self.queryGridSide = queryGridSide
         self.keyGridSide = keyGridSide
         if heads == 1, let kvInDim, kvInDim < internalDim {
-            let (wv, wo) = (base.vProj, base.outProj)
+            let (wv, wo, wk) = (base.vProj, base.outProj, base.kProj)
             let bias = GEMM.linear(wv.bias!.reshaped([1, internalDim]), weight: wo.weight, bias: wo.bias).reshaped([dim])
-            valueOut = Linear(weight: GEMM.matmul(wo.weight, wv.weight), bias: bias)
+            let width = kvInDim + 1
+            var keyFold = Tensor(zeros: [internalDim, width])
+            for c in 0..<internalDim {
+                for j in 0..<kvInDim { keyFold.data[c * width + j] = wk.weight.data[c * kvInDim + j] }
+                keyFold.data[c * width + kvInDim] = wk.bias!.data[c]
+            }
+            narrowMemory = (Linear(weight: GEMM.matmul(wo.weight, wv.weight), bias: bias), keyFold)
         } else {
-            valueOut = nil
+            narrowMemory = nil
         }
     }
 
@@ -248,8 +255,9 @@ struct RoPEAttention {
         var qp = base.qProj(q)
         rope.apply(&qp, rows: qp.shape[0], heads: base.heads)
         let rotatedRuns = rotatedKeyRuns(keys: k.shape[0], excludedKeys: excludedKeys, keyFrames: keyFrames)
-        if let valueOut {
-            return valueOut(attendNarrowMemory(qp, k: k, v: v, rotated: rotatedRuns, rope: rope))
+        if let narrowMemory {
+            return narrowMemory.valueOut(attendNarrowMemory(qp, k: k, v: v, rotated: rotatedRuns, rope: rope,
+                                                            keyFold: narrowMemory.keyFold))
         }
         var kp = base.kProj(k)
         let keyRope = keyGridSide.map(table(side:)) ?? rope
@@ -274,10 +282,11 @@ struct RoPEAttention {
     /// projection of the memory side done on all of it. Values are not rotated and each softmax
     /// row sums to one, so softmax(·)·(v Wᵥᵀ + b) = (softmax(·)·v)·Wᵥᵀ + b: attend over the raw
     /// rows and project afterwards (the caller does, with `valueOut`). Keys that are not rotated score
-    /// `q·(Wₖ m + bₖ) = (q Wₖ)·m + q·bₖ`: queries folded once to `[q Wₖ | q·bₖ]` against `[m | 1]`,
-    /// a quarter of the width. Only the rotated keys are projected. Softmax does not care about
+    /// `q·(Wₖ m + bₖ) = (q Wₖ)·m + q·bₖ`: queries folded once through `keyFold` to `[q Wₖ | q·bₖ]`
+    /// against `[m | 1]`, a quarter of the width. Only the rotated keys are projected. Softmax does not care about
     /// the keys' order: rotated ones first, then the rest, values in the same order.
-    private func attendNarrowMemory(_ qp: Tensor, k: Tensor, v: Tensor, rotated: [Range<Int>], rope: AxialRoPE) -> Tensor {
+    private func attendNarrowMemory(_ qp: Tensor, k: Tensor, v: Tensor, rotated: [Range<Int>], rope: AxialRoPE,
+                                    keyFold: Tensor) -> Tensor {
         let nq = qp.shape[0], nk = k.shape[0], kvIn = k.shape[1], inner = internalDim
         var plain = [Range<Int>](), at = 0
         for run in rotated + [nk..<nk] {
@@ -303,12 +312,7 @@ struct RoPEAttention {
                 row += 1
             }
         }
-        var foldWeight = [Float](repeating: 0, count: inner * width)  // [Wₖ | bₖ]: [inner, kvIn + 1]
-        for c in 0..<inner {
-            for j in 0..<kvIn { foldWeight[c * width + j] = base.kProj.weight.data[c * kvIn + j] }
-            foldWeight[c * width + kvIn] = base.kProj.bias!.data[c]
-        }
-        let foldedQueries = GEMM.matmul(qp, Tensor(shape: [inner, width], data: foldWeight))
+        let foldedQueries = GEMM.matmul(qp, keyFold)
         let values = gather(v, rotated + plain)
         var out = [Float](repeating: 0, count: nq * kvIn)
         Tensor.withPointers([qp, kp, values, foldedQueries]) { p in

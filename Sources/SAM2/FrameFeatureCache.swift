@@ -14,8 +14,9 @@ public final class FrameFeatureCache {
 
     /// Defaults: nothing in the process's own RAM, so its memory stays flat however long the
     /// video; the spill file is written past the page cache (see `SpillFile`), so reading a frame
-    /// back costs a read from the disk (milliseconds against the encoder's hundreds). 8 GiB of disk: about 490 frames of a 1024-pixel SAM 2 model. Override with
-    /// `SAM2_FEATURE_CACHE_MB` / `SAM2_FEATURE_SPILL_MB`.
+    /// back costs a read from the disk (milliseconds against the encoder's hundreds). 8 GiB of
+    /// disk: about 490 frames of a 1024-pixel SAM 2 model. Override with `SAM2_FEATURE_CACHE_MB` /
+    /// `SAM2_FEATURE_SPILL_MB`.
     public static let defaultRAMBudget = budget("SAM2_FEATURE_CACHE_MB", defaultMB: 0)
     public static let defaultDiskBudget = budget("SAM2_FEATURE_SPILL_MB", defaultMB: 8192)
 
